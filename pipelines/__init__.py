@@ -1,0 +1,1 @@
+"""Apache Beam pipelines: feature extraction, and batch captioning with BLEU scoring."""

@@ -1,0 +1,37 @@
+"""Installs the captioner: the shared core, the Beam pipelines and the trainer.
+
+TensorFlow comes as `tensorflow-cpu` by default (laptops, CI, Dataflow CPU workers
+installing from `--setup_file`). GPU machines install the CUDA build instead:
+`CAPTIONER_GPU=1 pip install '.[gpu]'` (the two wheels must never be installed together).
+"""
+import os
+
+from setuptools import find_packages, setup
+
+TENSORFLOW = "tensorflow[and-cuda]==2.21.*" if os.environ.get("CAPTIONER_GPU") == "1" else "tensorflow-cpu==2.21.*"
+
+setup(
+    name="beam-image-captioner",
+    version="0.1.0",
+    description="Distributed image captioning: Beam feature extraction, MirroredStrategy training, Beam captioning and BLEU.",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["captioner", "captioner.*", "configs", "pipelines", "pipelines.*", "trainer", "trainer.*"]),
+    package_data={"configs": ["*.yaml"]},
+    include_package_data=True,
+    install_requires=[
+        TENSORFLOW,
+        "apache-beam[gcp]==2.77.*",
+        "protobuf>=6.33.5,<7",
+        "google-cloud-storage>=2.18,<4",
+        "nltk>=3.9,<4",
+        "numpy>=1.26,<3",
+        "pillow>=11,<13",
+        "absl-py>=2.1,<3",
+        "pyyaml>=6,<7",
+        "h5py>=3.11,<4",
+    ],
+    extras_require={
+        "gpu": ["tensorflow[and-cuda]==2.21.*"],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "gcp-storage-emulator==2026.7.19"],
+    },
+)

@@ -1,0 +1,71 @@
+"""Shared test fixtures: the real GCS emulator, ../shared data, two logical CPU devices.
+
+TensorFlow's logical devices must be configured before any op runs, so this
+happens at import time: every test process sees `/cpu:0` and `/cpu:1`, which
+lets MirroredStrategy run two replicas on a CPU-only machine.
+"""
+import os
+import socket
+import uuid
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DIR = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A real GCS server (gcp-storage-emulator) on a free loopback port; yields the bucket name.
+
+    Sets STORAGE_EMULATOR_HOST for this process and for any subprocess it starts.
+    """
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    bucket = "captioner-test"
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
+    server.start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    from captioner import storage
+    storage._skip_credential_lookup_for_emulator()
+    try:
+        yield bucket
+    finally:
+        server.stop()
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture
+def gcs_folder(gcs_emulator):
+    """A fresh `gs://` folder on the emulator for one test."""
+    return f"gs://{gcs_emulator}/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """../shared beside the project (real Flickr8k images and encoders), or a skip saying why."""
+    if not os.path.isdir(os.path.join(SHARED_DIR, "data", "flickr8k")):
+        pytest.skip(f"needs the real data in {SHARED_DIR} (../shared beside the project), which is absent here")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v1_tflite(shared_dir):
+    return os.path.join(shared_dir, "models", "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")

@@ -1,0 +1,1 @@
+"""The caption decoder trainer (tf.distribute.MirroredStrategy) and its export bundle."""
