@@ -98,3 +98,11 @@ def parse_example_py(serialized: bytes) -> dict:
 def array_from_bytes(raw: bytes, info: Mapping) -> np.ndarray:
     """Decodes stored feature bytes with the manifest's `{shape, dtype}` entry, no dequantization."""
     return np.frombuffer(raw, dtype=np.dtype(info["dtype"])).reshape(info["shape"])
+
+
+def dequantize(values: np.ndarray, info: Mapping) -> np.ndarray:
+    """Stored encoder output -> float32, with the manifest's `scale`/`zero_point` when quantized."""
+    values = np.asarray(values, dtype=np.float32)
+    if info.get("scale") is not None:
+        values = (values - float(info.get("zero_point", 0))) * float(info["scale"])
+    return values
