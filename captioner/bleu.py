@@ -1,0 +1,119 @@
+"""Corpus BLEU as nltk computes it, from statistics that can be summed.
+
+nltk's `corpus_bleu` sums clipped n-gram matches, hypothesis n-gram counts and
+lengths over the whole corpus before it combines them, so the same numbers can
+be summed across Beam bundles and workers and combined once at the end. Each
+sentence becomes a flat list of ints (`sentence_stats`); the element-wise sum of
+those lists gives exactly nltk's corpus score (`corpus_bleu_from_stats`).
+
+nltk's quirks are kept on purpose, so the two agree to the last bit:
+- a sentence with no n-grams of order n still counts 1 in that order's
+  denominator (`modified_precision` returns x/max(1, count));
+- the closest reference length breaks ties towards the shorter reference;
+- no unigram match in the whole corpus gives 0 for every order;
+- an order with no matches (but some unigram matches) is not 0: nltk's
+  unsmoothed method0 uses `sys.float_info.min` as its precision, so the
+  score is a tiny positive number (e.g. ~1e-77 for BLEU-4);
+- an empty corpus hypothesis (total length 0) has brevity penalty 0.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from typing import List, Sequence
+
+MAX_ORDER = 4
+
+Tokens = Sequence[str]
+
+
+def _ngram_counts(tokens: Tokens, n: int) -> Counter:
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def closest_ref_length(references: Sequence[Tokens], hyp_len: int) -> int:
+    """The reference length nearest the hypothesis length; ties go to the shorter one (nltk)."""
+    if not references:
+        raise ValueError("BLEU needs at least one reference per hypothesis")
+    return min((len(r) for r in references), key=lambda ref_len: (abs(ref_len - hyp_len), ref_len))
+
+
+def sentence_stats(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER) -> List[int]:
+    """Summable BLEU statistics of one sentence.
+
+    Layout: [clipped matches n=1..N, hypothesis n-gram counts n=1..N,
+    hypothesis length, closest reference length]. The counts are nltk's
+    denominators, at least 1 per sentence and order.
+    """
+    if not references:
+        raise ValueError("BLEU needs at least one reference per hypothesis")
+    matches, totals = [], []
+    for n in range(1, max_order + 1):
+        counts = _ngram_counts(hypothesis, n)
+        max_ref_counts: Counter = Counter()
+        for reference in references:
+            max_ref_counts |= _ngram_counts(reference, n)  # element-wise max
+        matches.append(sum(min(count, max_ref_counts[gram]) for gram, count in counts.items()))
+        totals.append(max(1, sum(counts.values())))
+    hyp_len = len(hypothesis)
+    return matches + totals + [hyp_len, closest_ref_length(references, hyp_len)]
+
+
+def brevity_penalty(ref_len: int, hyp_len: int) -> float:
+    if hyp_len > ref_len:
+        return 1.0
+    if hyp_len == 0:
+        return 0.0
+    return math.exp(1 - ref_len / hyp_len)
+
+
+def corpus_bleu_from_stats(stats: Sequence[int]) -> List[float]:
+    """Cumulative BLEU-1..N (N from the stats' length), unsmoothed, as nltk's `corpus_bleu`."""
+    max_order, remainder = divmod(len(stats) - 2, 2)
+    if remainder or max_order < 1:
+        raise ValueError(f"BLEU statistics must have 2*N+2 entries, got {len(stats)}")
+    matches, totals = stats[:max_order], stats[max_order:2 * max_order]
+    hyp_len, ref_len = stats[-2], stats[-1]
+    if matches[0] == 0:
+        return [0.0] * max_order
+    # nltk's method0: a zero-match order contributes log(float_info.min), not -inf.
+    log_precisions = [math.log(m / t) if m else math.log(sys.float_info.min) for m, t in zip(matches, totals)]
+    bp = brevity_penalty(ref_len, hyp_len)
+    scores = []
+    for order in range(1, max_order + 1):
+        weight = 1 / order
+        scores.append(bp * math.exp(math.fsum(weight * lp for lp in log_precisions[:order])))
+    return scores
+
+
+def sum_stats(all_stats, max_order: int = MAX_ORDER) -> List[int]:
+    """Element-wise sum of sentence statistics (all zeros for no sentences)."""
+    total = [0] * (2 * max_order + 2)
+    for stats in all_stats:
+        if len(stats) != len(total):
+            raise ValueError(f"BLEU statistics of length {len(stats)}, expected {len(total)}")
+        total = [a + b for a, b in zip(total, stats)]
+    return total
+
+
+def corpus_bleu(list_of_references: Sequence[Sequence[Tokens]], hypotheses: Sequence[Tokens]) -> List[float]:
+    """Corpus BLEU-1..4, equal to nltk's `corpus_bleu` with the four cumulative weights."""
+    if len(list_of_references) != len(hypotheses):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(list_of_references)} reference lists")
+    return corpus_bleu_from_stats(sum_stats(sentence_stats(r, h) for r, h in zip(list_of_references, hypotheses)))
+
+
+def sentence_bleu(references: Sequence[Tokens], hypothesis: Tokens) -> float:
+    """Smoothed sentence BLEU-4 for showing one image; never use it to report a model.
+
+    Unsmoothed BLEU-4 of one short caption is almost always ~0, so this uses
+    nltk's SmoothingFunction().method1 (0.1 added to zero match counts).
+    """
+    from nltk.translate.bleu_score import SmoothingFunction
+    from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
+
+    if not references:
+        raise ValueError("BLEU needs at least one reference per hypothesis")
+    return float(nltk_sentence_bleu([list(r) for r in references], list(hypothesis),
+                                    smoothing_function=SmoothingFunction().method1))
