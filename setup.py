@@ -8,7 +8,8 @@ import os
 
 from setuptools import find_packages, setup
 
-TENSORFLOW = "tensorflow[and-cuda]==2.21.*" if os.environ.get("CAPTIONER_GPU") == "1" else "tensorflow-cpu==2.21.*"
+GPU = os.environ.get("CAPTIONER_GPU") == "1"
+TENSORFLOW = "tensorflow[and-cuda]==2.21.*" if GPU else "tensorflow-cpu==2.21.*"
 
 setup(
     name="beam-image-captioner",
@@ -31,7 +32,9 @@ setup(
         "h5py>=3.11,<4",
     ],
     extras_require={
-        "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "gcp-storage-emulator==2026.7.19"],
+        # Only meaningful with CAPTIONER_GPU=1 (which also drops tensorflow-cpu); empty otherwise, so that
+        # a plain `pip install '.[gpu]'` never installs the two TensorFlow wheels side by side.
+        "gpu": [TENSORFLOW] if GPU else [],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "gcp-storage-emulator==2026.7.19", "wheel"],
     },
 )
