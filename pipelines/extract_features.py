@@ -15,12 +15,11 @@ import sys
 import time
 from typing import List, Optional
 
-import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from captioner import config as configs
 from captioner import encoders, manifest, storage
-from pipelines import extraction
+from pipelines import extraction, launch
 
 
 def parse_args(argv: Optional[List[str]]):
@@ -59,13 +58,13 @@ def settings_from(args) -> extraction.ExtractSettings:
 
 
 def run(argv: Optional[List[str]] = None) -> dict:
-    """Builds and runs the pipeline; returns the manifest it wrote."""
+    """Builds and runs the pipeline; returns the manifest it wrote ({} when the job was only launched)."""
     args, beam_args = parse_args(argv)
     settings = settings_from(args)
     logging.info("extracting %s with %s -> %s", args.images, settings.encoder_identity["name"], args.output)
     started = time.time()
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        extraction.build_pipeline(pipeline, settings)
+    if not launch.run_to_completion(lambda p: extraction.build_pipeline(p, settings), PipelineOptions(beam_args)):
+        return {}
     written = manifest.read(args.output)
     print(summary(written, args.output, time.time() - started))
     return written
