@@ -1,0 +1,259 @@
+"""The trainer's input: a checked features folder and tf.data pipelines over its TFRecord shards.
+
+Why it looks like this:
+- One record per image holds all of its captions; the (image, caption) pairs
+  are made here inside tf.data, one example per caption, each the whole
+  caption `<start> w1..wn <end>` padded to max_length+2 (teacher forcing, the
+  loss masks the padding). Nothing is expanded in memory, so memory stays flat
+  however large the split grows.
+- Features stay as the stored bytes (e.g. uint8) through the shuffle buffers
+  and are decoded and dequantized (`schema.decode_tensor`) one batch at a time,
+  so a buffer costs what the shards cost on disk. `train.shuffle_buffer`
+  counts examples; it is spent on whole records (one copy of the features per
+  image), and a small example-level shuffle then spreads each image's captions
+  over different batches.
+- The order depends on the seed only (seeded shuffles, deterministic
+  interleave), so runs with different replica counts see the same global
+  batches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Iterator, List, Mapping, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from captioner import manifest as manifest_lib
+from captioner import schema, storage, text
+from captioner.manifest import ManifestError
+
+from trainer.models import DECODERS
+
+log = logging.getLogger("trainer")
+
+FEATURE_KEYS = {"pooled": schema.POOLED, "spatial": schema.SPATIAL}
+PAD_ID, OOV_ID, START_ID, END_ID = (text.SPECIAL_TOKENS.index(t) for t in
+                                    (text.PAD, text.OOV, text.START, text.END))
+_EXPECTED_RANK = {"pooled": 1, "spatial": 3}
+
+
+@dataclasses.dataclass
+class Counts:
+    """What one pass over a split found: images, (image, caption) examples and target tokens."""
+    images: int
+    examples: int
+    tokens: int
+
+    @property
+    def tokens_per_caption(self) -> float:
+        return self.tokens / max(1, self.examples)
+
+
+@dataclasses.dataclass
+class FeaturesFolder:
+    """A features folder that has passed the checks, seen through a local path."""
+    source: str              # what the user passed (local or gs://)
+    folder: str              # local path (a cached copy when `source` is gs://)
+    manifest: dict
+    tokens: List[str]        # the decoder's token table: PAD=0, OOV, START, END, then the words
+    feature: str             # the feature the decoder consumes: "pooled" | "spatial"
+
+    @property
+    def info(self) -> dict:
+        return self.manifest["features"][self.feature]
+
+    @property
+    def shape(self) -> List[int]:
+        return [int(d) for d in self.info["shape"]]
+
+    def files(self, split: str) -> List[str]:
+        return storage.match(os.path.join(self.folder, self.manifest["shards"][split]))
+
+
+def open_features(source: str, train_cfg: Mapping, cache_dir: str) -> FeaturesFolder:
+    """Copies a gs:// folder to `cache_dir`, reads the manifest and refuses what the config cannot train on."""
+    if storage.is_remote(source):
+        log.info("copying features %s to the local cache %s", source, cache_dir)
+        if storage.exists(storage.join(source, manifest_lib.MANIFEST_FILE)):
+            manifest_lib.read(source)  # fail on a wrong schema before copying the shards
+        folder = storage.copy_folder_to_local(source, cache_dir)
+    else:
+        folder = source
+    manifest = manifest_lib.read(folder)
+    feature = check_manifest(manifest, train_cfg, source)
+    vocabulary_path = os.path.join(folder, manifest["vocabulary"]["file"])
+    if not os.path.exists(vocabulary_path):
+        raise ManifestError(f"{source} has no {manifest['vocabulary']['file']} although its manifest names it: "
+                            "the extraction did not finish; re-run it")
+    words = [w for w, _ in text.parse_vocabulary(storage.read_text(vocabulary_path))]
+    if len(words) != int(manifest["vocabulary"]["size"]):
+        raise ManifestError(f"{vocabulary_path} holds {len(words)} words, the manifest says "
+                            f"{manifest['vocabulary']['size']}: the folder mixes two extractions; re-run it")
+    result = FeaturesFolder(source, folder, manifest, text.decoder_tokens(words), feature)
+    if not result.files("train"):
+        raise ManifestError(f"{source} has no train shards ({manifest['shards']['train']}): extract with a split "
+                            "file that assigns images to train")
+    _check_first_record(result)
+    return result
+
+
+def check_manifest(manifest: Mapping, train_cfg: Mapping, source: str = "features") -> str:
+    """Returns the feature name the configured decoder consumes, or raises ManifestError saying what to do."""
+    decoder, feature = train_cfg["decoder"], train_cfg["features"]
+    if decoder not in DECODERS:
+        raise ValueError(f"train.decoder={decoder!r} is not one of {', '.join(DECODERS)}")
+    if feature not in FEATURE_KEYS:
+        raise ValueError(f"train.features={feature!r} is not one of {', '.join(FEATURE_KEYS)}")
+    have = manifest.get("features", {})
+    if feature not in have:
+        hint = ("re-extract with --set extract.spatial=true, or train on pooled features with "
+                "--set train.features=pooled") if feature == "spatial" else "re-extract the features"
+        raise ManifestError(f"train.features={feature} but {source} has no {feature!r} features "
+                            f"(the manifest lists: {', '.join(sorted(have)) or 'none'}): {hint}")
+    info = have[feature]
+    shape = list(info.get("shape", []))
+    if len(shape) != _EXPECTED_RANK[feature] or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ManifestError(f"{source}: {feature} features have shape {shape}, expected "
+                            f"{'[C]' if feature == 'pooled' else '[H, W, C]'} of positive ints")
+    try:
+        np.dtype(info["dtype"])
+    except (TypeError, KeyError) as error:
+        raise ManifestError(f"{source}: {feature} features have an unknown dtype {info.get('dtype')!r}") from error
+    return feature
+
+
+def _check_first_record(features: FeaturesFolder) -> None:
+    """The manifest's shape and dtype must describe the bytes really stored (else every batch fails late)."""
+    first = next(iter(tf.data.TFRecordDataset(features.files("train")[:1]).take(1)), None)
+    if first is None:
+        return
+    raw = schema.parse_example_py(first.numpy())[features.feature]
+    want = math.prod(features.shape) * np.dtype(features.info["dtype"]).itemsize
+    if raw is None or len(raw) != want:
+        raise ManifestError(
+            f"{features.source}: a train record holds {0 if raw is None else len(raw)} bytes of {features.feature} "
+            f"features, the manifest's shape {features.shape} x {features.info['dtype']} needs {want}: "
+            "the shards and the manifest come from different extractions; re-run it")
+
+
+class CaptionData:
+    """Builds the datasets of one features folder for one config (the token table lives here)."""
+
+    def __init__(self, features: FeaturesFolder, max_length: int, seed: int = 0):
+        self.features = features
+        self.max_length = int(max_length)
+        self.seed = int(seed)
+        tokens = features.tokens
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(tokens), tf.range(len(tokens), dtype=tf.int64)),
+            default_value=OOV_ID)
+        self._spec = schema.feature_spec(with_spatial=features.feature == "spatial")
+
+    # --- pieces ---------------------------------------------------------------------------------
+    def caption_ids(self, captions: tf.Tensor) -> tf.Tensor:
+        """Cleaned captions [C] -> int32 [C', max_length+2] `<start> w.. <end> PAD..` (empty captions dropped)."""
+        words = tf.strings.split(captions)
+        words = tf.ragged.boolean_mask(words, words.row_lengths() > 0)[:, :self.max_length]
+        ids = tf.ragged.map_flat_values(self.table.lookup, words)
+        n = ids.nrows()
+        start = tf.RaggedTensor.from_tensor(tf.fill([n, 1], tf.constant(START_ID, tf.int64)))
+        end = tf.RaggedTensor.from_tensor(tf.fill([n, 1], tf.constant(END_ID, tf.int64)))
+        full = tf.concat([start, ids, end], axis=1)
+        return tf.cast(full.to_tensor(default_value=PAD_ID, shape=[None, self.max_length + 2]), tf.int32)
+
+    def _records(self, split: str, shuffle: bool, record_buffer: int = 1) -> tf.data.Dataset:
+        files = self.features.files(split)
+        if not files:
+            raise ManifestError(f"{self.features.source} has no {split} shards "
+                                f"({self.features.manifest['shards'][split]})")
+        ds = tf.data.Dataset.from_tensor_slices(files)
+        if shuffle:
+            ds = ds.shuffle(len(files), seed=self.seed, reshuffle_each_iteration=True)
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if shuffle and record_buffer > 1:
+            ds = ds.shuffle(record_buffer, seed=self.seed + 1, reshuffle_each_iteration=True)
+        return ds
+
+    def _parse_for_training(self, serialized):
+        parsed = tf.io.parse_single_example(serialized, self._spec)
+        ids = self.caption_ids(tf.sparse.to_dense(parsed[schema.CAPTIONS]))
+        raw = tf.repeat(parsed[FEATURE_KEYS[self.features.feature]][None], tf.shape(ids)[0])
+        return raw, ids
+
+    def _to_model_inputs(self, raw, ids):
+        info = self.features.info
+        features = schema.decode_tensor(raw, info["dtype"], [-1] + self.features.shape,
+                                        info.get("scale"), info.get("zero_point") or 0)
+        return {"features": features, "tokens": ids[:, :-1]}, ids[:, 1:]
+
+    # --- datasets -------------------------------------------------------------------------------
+    def count(self, split: str) -> Counts:
+        """One pass over a split's captions (features are not decoded): steps per epoch and loss scale."""
+        spec = {schema.CAPTIONS: self._spec[schema.CAPTIONS]}
+
+        def stats(serialized):
+            ids = self.caption_ids(tf.sparse.to_dense(tf.io.parse_single_example(serialized, spec)[schema.CAPTIONS]))
+            return tf.stack([tf.constant(1, tf.int64), tf.cast(tf.shape(ids)[0], tf.int64),
+                             tf.reduce_sum(tf.cast(ids[:, 1:] != PAD_ID, tf.int64))])
+
+        ds = self._records(split, shuffle=False).map(stats, num_parallel_calls=tf.data.AUTOTUNE)
+        total = ds.reduce(tf.zeros([3], tf.int64), lambda acc, x: acc + x).numpy()
+        return Counts(int(total[0]), int(total[1]), int(total[2]))
+
+    def examples(self, split: str, global_batch: int, counts: Counts, training: bool,
+                 shuffle_buffer: int = 0) -> tf.data.Dataset:
+        """Batches of ({"features", "tokens"}, targets) for `fit`; training drops the last partial batch."""
+        per_image = max(1.0, counts.examples / max(1, counts.images))
+        record_buffer = max(1, int(shuffle_buffer / per_image)) if training else 1
+        ds = self._records(split, shuffle=training, record_buffer=record_buffer)
+        ds = ds.map(self._parse_for_training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.unbatch()
+        if training:
+            ds = ds.shuffle(max(2, min(int(shuffle_buffer) or 1, 8 * global_batch)), seed=self.seed + 2,
+                            reshuffle_each_iteration=True)
+        ds = ds.batch(global_batch, drop_remainder=training)
+        ds = ds.map(self._to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        steps = counts.examples // global_batch if training else math.ceil(counts.examples / global_batch)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+        options = tf.data.Options()  # one worker: every replica's share comes from this one pipeline
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def images(self, split: str, batch_size: int) -> Iterator[Tuple[List[str], np.ndarray, List[List[List[str]]]]]:
+        """(image ids, stored features [B, ...] in the stored dtype, cleaned reference token lists) per batch."""
+        key = FEATURE_KEYS[self.features.feature]
+
+        def pick(serialized):
+            parsed = tf.io.parse_single_example(serialized, self._spec)
+            joined = tf.strings.reduce_join(tf.sparse.to_dense(parsed[schema.CAPTIONS]), separator="\n")
+            return parsed[schema.IMAGE_ID], parsed[key], joined
+
+        ds = self._records(split, shuffle=False).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
+        for ids, raws, joined in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
+            arrays = np.stack([schema.array_from_bytes(r, self.features.info) for r in raws])
+            references = [[c.split() for c in j.decode("utf-8").split("\n") if c.strip()] for j in joined]
+            yield [i.decode("utf-8") for i in ids], arrays, references
+
+
+def steps_for(counts: Counts, global_batch: int) -> int:
+    steps = counts.examples // global_batch
+    if steps < 1:
+        raise ValueError(f"the train split has {counts.examples} examples, fewer than one global batch of "
+                         f"{global_batch}: lower train.batch_size")
+    return steps
+
+
+def describe(features: FeaturesFolder, counts: Mapping[str, Optional[Counts]]) -> str:
+    enc = features.manifest["encoder"]
+    parts = [f"features {features.source}: encoder {enc.get('name')} ({enc.get('source')}), "
+             f"{features.feature} {features.shape} {features.info['dtype']}, vocabulary {len(features.tokens)} tokens"]
+    for split, c in counts.items():
+        if c is not None:
+            parts.append(f"{split}: {c.images} images, {c.examples} examples, "
+                         f"{c.tokens_per_caption:.1f} target tokens per caption")
+    return "; ".join(parts)

@@ -1,0 +1,82 @@
+"""Entry point: `python -m trainer.task --config CONFIG --features FOLDER --job_dir FOLDER`.
+
+Parses flags and the config, runs `trainer.job.run`, prints a short summary.
+The same command runs on a laptop CPU with local paths and on a GPU VM with
+gs:// paths (every visible GPU is used with train.strategy=mirrored). Run it
+again with the same --job_dir after an interruption and it resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+from captioner import config as config_lib
+
+EXAMPLE = """example:
+  python -m trainer.task --config configs/flickr8k.yaml \\
+      --features gs://my-bucket/features/mobilenet_v1 --job_dir gs://my-bucket/jobs/run1
+
+writes to --job_dir: backup/ (resume state), checkpoints/best.weights.h5 (best by dev loss), logs/ (TensorBoard),
+history.json (one entry per epoch and per run), export/ (decoder.keras, vocabulary.txt, bundle.json, encoder/),
+eval.json + eval_captions.jsonl (BLEU-1..4 with greedy decoding), summary.json."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.task",
+        description="Trains a caption decoder (merge | init_lstm | attention, from train.decoder) on extracted\n"
+                    "features with tf.distribute, resumes after interruptions, exports a captioner bundle\n"
+                    "and scores it with corpus BLEU.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config_lib.add_config_flags(parser)
+    parser.add_argument("--features", required=True, metavar="FOLDER",
+                        help="features folder written by `python -m pipelines.extract_features` (manifest.json, "
+                             "vocabulary.txt, <split>/records-*.tfrecord); local or gs:// (copied to a local cache)")
+    parser.add_argument("--job_dir", required=True, metavar="FOLDER",
+                        help="where the job writes backups, checkpoints, logs, history and the export; local or "
+                             "gs:// (written locally, mirrored there after every epoch); rerun with the same "
+                             "--job_dir to resume an interrupted job")
+    parser.add_argument("--eval_split", default="dev", choices=["dev", "test", "none"],
+                        help="split scored with corpus BLEU-1..4 (greedy) after training, into job_dir/eval.json; "
+                             "none skips it (default: %(default)s)")
+    parser.add_argument("--devices", default=None, metavar="DEV[,DEV...]",
+                        help="comma list of devices for train.strategy=mirrored, e.g. /gpu:0,/gpu:1 or, on a CPU "
+                             "machine, /cpu:0,/cpu:1 (the CPU is split into logical devices); default: every "
+                             "visible GPU, else the CPU")
+    parser.add_argument("--work_dir", default=None, metavar="FOLDER",
+                        help="local scratch folder for the gs:// features cache and the local copy of a gs:// "
+                             "job dir (default: a temporary folder, removed at the end)")
+    parser.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
+                        help="Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 silent "
+                             "(default: 1 on a terminal, 2 otherwise)")
+    return parser
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("trainer")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s trainer: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    config = config_lib.load(args.config, args.overrides)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    from trainer import job  # imported late: TensorFlow is not needed for --help
+
+    result = job.run(config, args.features, args.job_dir, devices=devices, eval_split=args.eval_split,
+                     work_dir=args.work_dir, verbose=args.verbose)
+    print("summary: " + json.dumps(result.summary, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
