@@ -218,6 +218,8 @@ class CaptionData:
                             reshuffle_each_iteration=True)
         ds = ds.batch(global_batch, drop_remainder=training)
         ds = ds.map(self._to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if not training:
+            ds = ds.map(lambda inputs, targets: _pad_batch((inputs, targets), global_batch))
         steps = counts.examples // global_batch if training else math.ceil(counts.examples / global_batch)
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
         options = tf.data.Options()  # one worker: every replica's share comes from this one pipeline
@@ -257,3 +259,17 @@ def describe(features: FeaturesFolder, counts: Mapping[str, Optional[Counts]]) -
             parts.append(f"{split}: {c.images} images, {c.examples} examples, "
                          f"{c.tokens_per_caption:.1f} target tokens per caption")
     return "; ".join(parts)
+
+
+def _pad_batch(batch, global_batch: int):
+    """Pads a last partial evaluation batch to the global batch with all-PAD rows.
+
+    MirroredStrategy splits a batch evenly across replicas and fails on a 45-example
+    batch over 2 replicas; PAD targets are masked in the loss, so the rows add nothing.
+    """
+    def pad(tensor):
+        missing = global_batch - tf.shape(tensor)[0]
+        paddings = tf.concat([[[0, missing]], tf.zeros([tf.rank(tensor) - 1, 2], tf.int32)], axis=0)
+        return tf.pad(tensor, paddings)
+
+    return tf.nest.map_structure(pad, batch)
