@@ -118,7 +118,8 @@ def load_encoder(name_or_path: str, weights: str = "none", spatial: bool = False
     `weights` applies to the keras.applications names: "imagenet" (downloaded by
     Keras), "none" (random, seeded, reproducible) or a weights file path, local
     or gs://. A TFLite file carries its own weights ("file"); thumbnail has none.
-    `num_threads` sets the TFLite interpreter's threads (default: all cores).
+    `num_threads` sets the TFLite interpreter's threads, or TensorFlow's op threads
+    for a Keras model when this process has not run TensorFlow yet (default: all cores).
     """
     name = str(name_or_path)
     if name.lower().endswith(".tflite"):
@@ -133,6 +134,8 @@ def load_encoder(name_or_path: str, weights: str = "none", spatial: bool = False
         encoder = ThumbnailEncoder(spatial=spatial)
     elif name in _keras_apps():
         from captioner import encoders_keras
+        if num_threads:
+            encoders_keras.limit_tensorflow_threads(num_threads)
         encoder = encoders_keras.KerasEncoder(name, weights=weights, spatial=spatial)
     else:
         raise ValueError(f"unknown encoder {name!r}; accepted are a registry name or a path ending in "

@@ -56,6 +56,18 @@ APPS = {
 }
 
 
+def limit_tensorflow_threads(num_threads: int) -> None:
+    """Caps TensorFlow's op threads, so that several Beam worker processes do not oversubscribe the cores.
+
+    Only possible before this process runs its first TensorFlow op; later calls leave the setting as is.
+    """
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+    except RuntimeError:
+        pass
+
+
 def _file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -100,6 +100,7 @@ def describe(summary: dict, output: str, seconds: float) -> str:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # keep the stage's own progress readable
     run(sys.argv[1:])
 
 

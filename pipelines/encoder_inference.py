@@ -21,7 +21,8 @@ class EncoderModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     """Batches of uint8 images [h, w, 3] -> one dict of feature arrays per image."""
 
     def __init__(self, identity: Dict, batch_size: int, num_threads: Optional[int] = None):
-        super().__init__(min_batch_size=1, max_batch_size=batch_size)
+        # A fixed batch size: each new size makes a TFLite interpreter re-allocate its tensors.
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self.identity = dict(identity)
         self.num_threads = num_threads
         self._encoded = 0

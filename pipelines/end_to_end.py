@@ -22,7 +22,7 @@ from captioner import captions as caption_files
 from captioner import config as configs
 from captioner import demo_data, storage
 
-DEMO_IMAGES = 300
+DEMO_IMAGES = 1000
 
 
 def parse_args(argv: Optional[List[str]]):
@@ -31,8 +31,10 @@ def parse_args(argv: Optional[List[str]]):
     configs.add_config_flags(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", action="store_true",
-                        help=f"generate the {DEMO_IMAGES}-image shapes demo set (no download) and run on it")
+                        help="generate the shapes demo set (no download) and run on it")
     source.add_argument("--data", help="a Flickr8k-style folder: images/, a caption file, Flickr_8k.*Images.txt")
+    parser.add_argument("--demo_images", type=int, default=DEMO_IMAGES,
+                        help="with --demo: how many scenes to generate (default: %(default)s)")
     parser.add_argument("--captions", default=None,
                         help="caption file (default: Flickr8k.token.txt or captions.txt inside --data)")
     parser.add_argument("--workdir", default=None,
@@ -74,7 +76,7 @@ def run(argv: Optional[List[str]] = None) -> Dict:
         data = os.path.join(workdir, "data")
         if not os.path.exists(os.path.join(data, "captions.txt")):
             print(f"generating the demo data set in {data}")
-            demo_data.generate(data, num_images=DEMO_IMAGES)
+            demo_data.generate(data, num_images=args.demo_images)
     caption_file = _caption_file(data, args.captions)
     config_flags = ["--config", args.config] + [f for o in args.overrides for f in ("--set", o)]
     encoder_flags = (["--encoder", args.encoder] if args.encoder else []) + (

@@ -207,7 +207,7 @@ class CaptionData:
 
     def examples(self, split: str, global_batch: int, counts: Counts, training: bool,
                  shuffle_buffer: int = 0) -> tf.data.Dataset:
-        """Batches of ({"features", "tokens"}, targets) for `fit`; training drops the last partial batch."""
+        """Batches of ({"features", "tokens"}, targets) for `fit`, all of exactly `global_batch` examples."""
         per_image = max(1.0, counts.examples / max(1, counts.images))
         record_buffer = max(1, int(shuffle_buffer / per_image)) if training else 1
         ds = self._records(split, shuffle=training, record_buffer=record_buffer)
@@ -216,11 +216,15 @@ class CaptionData:
         if training:
             ds = ds.shuffle(max(2, min(int(shuffle_buffer) or 1, 8 * global_batch)), seed=self.seed + 2,
                             reshuffle_each_iteration=True)
-        ds = ds.batch(global_batch, drop_remainder=training)
+        # Every batch is a full global batch, which MirroredStrategy splits evenly across replicas. Evaluation
+        # drops its last partial batch too (unbiased, < 1 batch of examples unused), unless it has no full
+        # batch at all: then it is padded with all-PAD rows, which Keras still counts in the mean (tiny sets only).
+        pad_evaluation = not training and counts.examples < global_batch
+        ds = ds.batch(global_batch, drop_remainder=not pad_evaluation)
         ds = ds.map(self._to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if not training:
+        if pad_evaluation:
             ds = ds.map(lambda inputs, targets: _pad_batch((inputs, targets), global_batch))
-        steps = counts.examples // global_batch if training else math.ceil(counts.examples / global_batch)
+        steps = 1 if pad_evaluation else counts.examples // global_batch
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
         options = tf.data.Options()  # one worker: every replica's share comes from this one pipeline
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -262,10 +266,10 @@ def describe(features: FeaturesFolder, counts: Mapping[str, Optional[Counts]]) -
 
 
 def _pad_batch(batch, global_batch: int):
-    """Pads a last partial evaluation batch to the global batch with all-PAD rows.
+    """Pads an evaluation batch smaller than the global batch with all-PAD rows.
 
     MirroredStrategy splits a batch evenly across replicas and fails on a 45-example
-    batch over 2 replicas; PAD targets are masked in the loss, so the rows add nothing.
+    batch over 2 replicas; PAD targets are masked, so the rows add no loss (but count in Keras' mean).
     """
     def pad(tensor):
         missing = global_batch - tf.shape(tensor)[0]

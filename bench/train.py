@@ -1,0 +1,389 @@
+"""Benchmark: the trainer vs the classic Keras merge-model tutorial, training and greedy decoding.
+
+    .venv/bin/python bench/train.py --features FEATURES_DIR [--epochs 1] [--limit_images N]
+
+FEATURES_DIR is a folder written by `python -m pipelines.extract_features` (manifest.json, vocabulary.txt,
+train/dev/test shards with pooled features). In one run, each method in its own child process (so peak
+RSS, os.wait4's ru_maxrss, is its own), on the same merge model (embedding 256, LSTM 256, dropout 0.5):
+  (a) classic  - the tutorials' method: model.fit on a Python generator yielding, per image, every
+                 prefix -> next-word sample of every caption (pad_sequences, to_categorical targets),
+                 categorical cross-entropy, Adam, one image's samples per batch; dev loss likewise
+  (b) trainer  - python -m trainer.task --config flickr8k with train.decoder=merge, train.features=pooled,
+                 embedding/units 256, label_smoothing 0 (whole captions in tf.data, masked loss)
+and greedy decoding, on the weights (b) exported:
+  (c) classic  - the tutorials' generate_desc loop: one model.predict call per word per image, batch 1
+  (d) trainer  - trainer.bundle.Captioner.caption_features, batched greedy search, batches of 64
+It prints a Markdown table (seconds per epoch, peak RSS, best dev loss, captions/s) with the ratios and
+the targets: (b) >= 5x faster per epoch than (a), (d) >= 50x faster than (c), (b) peak RSS < 3 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import classic  # noqa: E402  (bench/classic.py)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the children inherit it: TensorFlow's C++ notices off
+
+UNITS = 256
+TARGETS = {"epoch_speedup": 5.0, "decode_speedup": 50.0, "trainer_rss_mb": 3000.0}
+
+
+# --- inputs --------------------------------------------------------------------------------------
+def check_features(path: str) -> None:
+    """Exits non-zero with a clear message unless `path` is a finished extraction with pooled features."""
+    manifest_path = os.path.join(path, "manifest.json")
+    if not os.path.isdir(path):
+        raise SystemExit(f"error: --features {path} does not exist: pass the --output folder of "
+                         "`python -m pipelines.extract_features`")
+    if not os.path.exists(manifest_path):
+        raise SystemExit(f"error: {manifest_path} does not exist: --features must be the --output folder of a "
+                         "finished `python -m pipelines.extract_features` run")
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    if "pooled" not in manifest.get("features", {}):
+        raise SystemExit(f"error: {path} has no pooled features (manifest lists "
+                         f"{sorted(manifest.get('features', {}))}): both methods train on pooled features")
+    for split in ("train", "test"):
+        if not manifest.get("counts", {}).get(split):
+            raise SystemExit(f"error: {path} holds no {split} images (counts {manifest.get('counts')}): extract "
+                             "with --splits pointing at the Flickr_8k.*Images.txt files")
+
+
+def limited_copy(source: str, target: str, train: int, dev: int) -> str:
+    """A features folder with the first `train` train and `dev` dev records of `source` (test kept whole).
+
+    Records are copied byte for byte (one shard per split), the manifest's counts are updated.
+    """
+    import tensorflow as tf
+    with open(os.path.join(source, "manifest.json")) as handle:
+        manifest = json.load(handle)
+    os.makedirs(target, exist_ok=True)
+    shutil.copy(os.path.join(source, manifest["vocabulary"]["file"]), os.path.join(target, manifest["vocabulary"]["file"]))
+    for split, limit in (("train", train), ("dev", dev), ("test", None)):
+        files = sorted(tf.io.gfile.glob(os.path.join(source, manifest["shards"][split])))
+        if not files:
+            continue
+        shard = os.path.join(target, manifest["shards"][split].replace("*", "00000-of-00001"))
+        os.makedirs(os.path.dirname(shard), exist_ok=True)
+        written = 0
+        with tf.io.TFRecordWriter(shard) as writer:
+            for record in tf.data.TFRecordDataset(files):
+                if limit is not None and written >= limit:
+                    break
+                writer.write(record.numpy())
+                written += 1
+        manifest["counts"][split] = written
+    with open(os.path.join(target, "manifest.json"), "w") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+    return target
+
+
+# --- (a) classic training, in a child ---------------------------------------------------------------
+def measure_classic_train(args) -> dict:
+    import keras
+    folder, caption_data = classic.open_folder(args.features, "pooled")
+    tokens = folder.tokens
+    index = {t: i for i, t in enumerate(tokens)}
+    max_words = 32
+    train = classic.read_split(folder, caption_data, "train")
+    dev = classic.read_split(folder, caption_data, "dev")
+    # the tutorials keep every photo's features in a dict in memory, and every description as text
+    photos = {i: f for i, f in zip(train.ids + dev.ids, list(train.features) + list(dev.features))}
+    train_desc = {i: [classic.caption_sequence(c, index, max_words) for c in refs]
+                  for i, refs in zip(train.ids, train.references) if refs}
+    dev_desc = {i: [classic.caption_sequence(c, index, max_words) for c in refs]
+                for i, refs in zip(dev.ids, dev.references) if refs}
+    max_length = classic.max_sequence_length(train.references, max_words)
+    keras.utils.set_random_seed(42)
+    model = classic.build_merge_model(train.features.shape[1], len(tokens), max_length, UNITS)
+
+    class EpochTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):  # after the dev pass, as trainer.training.HistoryFile times it
+            self.epochs.append({"epoch": epoch + 1, "seconds": time.time() - self.started,
+                                **{k: float(v) for k, v in (logs or {}).items()}})
+
+    timer = EpochTimes()
+    validation = {}
+    if dev_desc:
+        validation = {"validation_data": classic.data_generator(dev_desc, photos, max_length, len(tokens)),
+                      "validation_steps": len(dev_desc)}
+    model.fit(classic.data_generator(train_desc, photos, max_length, len(tokens)), epochs=args.epochs,
+              steps_per_epoch=len(train_desc), callbacks=[timer], verbose=2, **validation)
+    return {"epochs": timer.epochs, "train_images": len(train_desc), "dev_images": len(dev_desc),
+            "train_samples": classic.prefix_samples(train_desc), "dev_samples": classic.prefix_samples(dev_desc),
+            "dev_captions": sum(len(v) for v in dev_desc.values()),
+            "max_length": max_length, "parameters": int(model.count_params())}
+
+
+# --- (c) / (d) decoding, in a child ----------------------------------------------------------------
+def _bundle_and_test(args):
+    from trainer import bundle
+    captioner = bundle.Captioner.load(args.model)
+    folder, caption_data = classic.open_folder(args.features, captioner.feature)
+    return captioner, classic.read_split(folder, caption_data, "test", args.limit)
+
+
+def measure_classic_decode(args) -> dict:
+    captioner, test = _bundle_and_test(args)
+    max_words = captioner.max_length
+    values = test.features  # dequantized, as the tutorials keep them
+    classic.classic_greedy(captioner.model, values[0], max_words)  # warm-up: the first predict traces
+    captions, calls, started = {}, 0, time.time()
+    for image_id, features in zip(test.ids, values):
+        sequence, used = classic.classic_greedy(captioner.model, features, max_words)
+        calls += used
+        captions[image_id] = classic.words_of(sequence, captioner.tokens)
+    seconds = time.time() - started
+    return {"images": len(test.ids), "seconds": seconds, "captions_per_s": len(test.ids) / seconds,
+            "predict_calls": calls, "captions": captions}
+
+
+def measure_batched_decode(args) -> dict:
+    from trainer import models
+    captioner, test = _bundle_and_test(args)
+    captioner.batch_size = args.batch  # Captioner splits its input into batches of this size
+    stored = {captioner.feature: test.stored}
+    passes = []
+    for _ in range(2):  # pass 1 traces the tf.function(s), pass 2 is the steady state
+        seconds, results = classic.timed(captioner.caption_features, stored, beam_size=1)
+        passes.append(seconds)
+    return {"images": len(test.ids), "seconds": passes[1], "cold_seconds": passes[0],
+            "captions_per_s": len(test.ids) / passes[1], "parameters": models.parameter_count(captioner.model),
+            "captions": {i: caption for i, (caption, _) in zip(test.ids, results)}}
+
+
+MEASURES = {"classic_train": measure_classic_train, "classic_decode": measure_classic_decode,
+            "batched_decode": measure_batched_decode}
+
+
+def in_child(measure: str, work: str, **options) -> dict:
+    result_path = os.path.join(work, f"{measure}.json")
+    command = [sys.executable, os.path.abspath(__file__), "--_measure", measure, "--_result", result_path]
+    for key, value in options.items():
+        if value is not None:
+            command += [f"--{key}", str(value)]
+    print(f"[bench] {measure} ...", flush=True)
+    run = classic.run_child(command, os.path.join(work, f"{measure}.log"))
+    if run["rc"] != 0 or not os.path.exists(result_path):
+        raise SystemExit(f"error: {measure} failed (exit {run['rc']}); last lines of {run['log']}:\n"
+                         + classic.log_tail(run["log"]))
+    with open(result_path) as handle:
+        return {**json.load(handle), **run}
+
+
+# --- (b) the trainer, in a child -------------------------------------------------------------------
+def trainer_command(features: str, job_dir: str, epochs: int, extra_sets) -> list:
+    sets = ["train.decoder=merge", "train.features=pooled", f"train.embedding_dim={UNITS}", f"train.units={UNITS}",
+            "train.label_smoothing=0", f"train.epochs={epochs}", *extra_sets]
+    command = [sys.executable, "-m", "trainer.task", "--config", "flickr8k"]
+    for item in sets:
+        command += ["--set", item]
+    return command + ["--features", features, "--job_dir", job_dir, "--eval_split", "none", "--verbose", "2"]
+
+
+def run_trainer(features: str, work: str, epochs: int, extra_sets) -> dict:
+    job_dir = os.path.join(work, "job")
+    shutil.rmtree(job_dir, ignore_errors=True)
+    command = trainer_command(features, job_dir, epochs, extra_sets)
+    print("[bench] trainer: " + " ".join(shlex.quote(c) for c in command[1:]), flush=True)
+    run = classic.run_child(command, os.path.join(work, "trainer.log"))
+    history_path = os.path.join(job_dir, "history.json")
+    if run["rc"] != 0 or not os.path.exists(history_path):
+        raise SystemExit(f"error: the trainer failed (exit {run['rc']}); last lines of {run['log']}:\n"
+                         + classic.log_tail(run["log"]))
+    with open(history_path) as handle:
+        history = json.load(handle)
+    return {**run, "epochs": history["epochs"], "run_info": history["runs"][-1], "job_dir": job_dir,
+            "export": os.path.join(job_dir, "export")}
+
+
+# --- report ----------------------------------------------------------------------------------------
+def _epoch_seconds(epochs: list) -> tuple:
+    """(first epoch s, mean s of epochs 2.. or None)."""
+    first = epochs[0]["seconds"] if epochs else math.nan
+    later = [e["seconds"] for e in epochs[1:]]
+    return first, (sum(later) / len(later) if later else None)
+
+
+def _best(epochs: list, key: str = "val_loss"):
+    values = [e[key] for e in epochs if key in e and math.isfinite(e[key])]
+    return min(values) if values else None
+
+
+def _b_dev_loss(b: dict, a: dict) -> str:
+    """(b)'s best dev loss without the padding rows of its last evaluation batch, then as recorded."""
+    best = _best(b["epochs"])
+    if best is None:
+        return "n/a"
+    captions, batch = a.get("dev_captions") or 0, int(b["run_info"]["global_batch"])
+    if not captions:
+        return f"{best:.3f}"
+    rows = math.ceil(captions / batch) * batch
+    return f"{best * rows / captions:.3f} ({best:.3f})"
+
+
+def _mean_words(result: dict) -> str:
+    captions = list(result["captions"].values())
+    return f"{sum(len(c.split()) for c in captions) / max(1, len(captions)):.1f}"
+
+
+def _fmt(value, spec: str = ".1f", none: str = "n/a") -> str:
+    return none if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def _met(ok) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def report(results: dict, command: str, facts: dict) -> str:
+    a, b, c, d = results["a"], results["b"], results["c"], results["d"]
+    a_first, a_later = _epoch_seconds(a["epochs"])
+    b_first, b_later = _epoch_seconds(b["epochs"])
+    same = sum(1 for i, caption in c["captions"].items() if d["captions"].get(i) == caption)
+    lines = [
+        "## Training and greedy decoding: the trainer vs the classic merge-model tutorial",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {classic.machine()}; date: {classic.today()}",
+        f"- data: {facts['features']}: {a['train_images']} train / {a['dev_images']} dev / {d['images']} test images, "
+        f"vocabulary {facts['vocabulary']} tokens, pooled features {facts['shape']} {facts['dtype']}; "
+        f"epochs: {facts['epochs']}",
+        "",
+        "| method | what | epoch 1 s | epochs 2+ s | peak RSS MB | best dev loss | decoding | captions/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| (a) classic | model.fit on a per-image prefix generator, {a['train_samples']} samples/epoch, batch = one "
+        f"image (~{a['train_samples'] / max(1, a['train_images']):.0f}), one-hot targets | {a_first:.1f} | "
+        f"{_fmt(a_later)} | {a['peak_rss_mb']:.0f} | {_fmt(_best(a['epochs']), '.3f')} ¹ | "
+        f"(c) one predict per word, batch 1, {c['images']} images, {c['predict_calls']} calls, "
+        f"{_mean_words(c)} words/caption | "
+        f"{c['captions_per_s']:.2f} |",
+        f"| (b) trainer | trainer.task, merge decoder, {b['run_info']['steps_per_epoch']} steps x "
+        f"{b['run_info']['global_batch']} captions | {b_first:.1f} | {_fmt(b_later)} | {b['peak_rss_mb']:.0f} | "
+        f"{_b_dev_loss(b, a)} ² | (d) Captioner.caption_features, greedy, batches of "
+        f"{facts['batch']}, {d['images']} images, {_mean_words(d)} words/caption | {d['captions_per_s']:.1f} |",
+        "",
+    ]
+    steady = a_later is not None and b_later is not None
+    speedup = (a_later / b_later) if steady else (a_first / b_first)
+    decode = d["captions_per_s"] / c["captions_per_s"]
+    lines += [
+        "| ratio | value | target | met |",
+        "| --- | --- | --- | --- |",
+        f"| (a)/(b) seconds per epoch ({'epochs 2+' if steady else 'epoch 1, tracing included'}) | "
+        f"{speedup:.1f}x | >= {TARGETS['epoch_speedup']:.0f}x | {_met(speedup >= TARGETS['epoch_speedup'])} |",
+        f"| (a)/(b) peak RSS | {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x | (b) < 3 GB: {b['peak_rss_mb']:.0f} MB | "
+        f"{_met(b['peak_rss_mb'] < TARGETS['trainer_rss_mb'])} |",
+        f"| (d)/(c) greedy captions/s | {decode:.0f}x | >= {TARGETS['decode_speedup']:.0f}x | "
+        f"{_met(decode >= TARGETS['decode_speedup'])} |",
+        "",
+        "¹ (a)'s dev loss: the mean categorical cross-entropy per prefix -> next-word sample, over all "
+        f"{a['dev_samples']} prefix samples of the dev captions (Keras's loss, weighted by batch size). "
+        "² (b)'s: trainer.training.CaptionLoss, the next-word cross-entropy summed over each whole dev caption's "
+        "real tokens and divided by the train split's mean tokens per caption, i.e. per token of whole captions. "
+        "Different quantities, computed differently from different models, but both are a mean next-word "
+        "cross-entropy in nats over the same target words (the caption's words, then END), so comparable in scale. "
+        "In parentheses: (b)'s value as history.json has it; Keras averages it over every evaluation row, "
+        "including the all-PAD rows trainer.data pads the last dev batch with (zero loss), so the raw value is "
+        "lower by the factor real/padded rows; the first number undoes that.",
+        f"Models: (a) {a['parameters']:,} parameters (mask_zero, softmax, Dropout before Dense as in the "
+        f"tutorials), (b) {d['parameters']:,} (Dense then Dropout, logits). (b) runs the flickr8k config otherwise "
+        "(batch 64 captions, cosine schedule with a warm-up epoch, dropout 0.5), so after very few epochs its loss "
+        "is not yet comparable. Epoch seconds include the dev-loss pass for both (fit with validation data) "
+        "and, in epoch 1, the tracing.",
+        f"Decoding: (c) and (d) run the same weights, (b)'s export (decoder.keras), over the first {c['images']} / "
+        f"{d['images']} test images; both exclude loading and tracing ((c) decodes one image first, (d) is its "
+        f"second pass; its first pass, tracing included, took {d['cold_seconds']:.1f} s). Same greedy rules; "
+        f"identical captions on {same} of {c['images']} images. Decoding time grows with caption length: "
+        "a model trained too briefly may stop at once (0 words) and make both look fast.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", required=True, metavar="FOLDER",
+                        help="local features folder written by `python -m pipelines.extract_features` (needs "
+                             "pooled features, train and test shards; dev shards give the dev losses)")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs for both methods; with 2 or more, epochs 2+ (no tracing) are reported "
+                             "apart and give the speed-up (default: %(default)s)")
+    parser.add_argument("--limit_images", type=int, default=None, metavar="N",
+                        help="train on the first N train images and evaluate on the first ceil(N/6) dev images "
+                             "(Flickr8k's 6:1 ratio), both methods, for a quick check (default: all)")
+    parser.add_argument("--classic_decode_images", type=int, default=100, metavar="N",
+                        help="test images for (c), the one-predict-per-word loop (default: %(default)s)")
+    parser.add_argument("--decode_images", type=int, default=None, metavar="N",
+                        help="test images for (d), the batched greedy decoder (default: all)")
+    parser.add_argument("--batch", type=int, default=64, help="(d)'s decoding batch size (default: %(default)s)")
+    parser.add_argument("--trainer_set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="extra --set override for (b), repeatable, e.g. train.lr_schedule=constant "
+                             "(default: none; the merge/pooled/256/label_smoothing=0/epochs ones are always set)")
+    parser.add_argument("--work_dir", default=None, metavar="FOLDER",
+                        help="keep the logs, the limited features copy and (b)'s job dir (its export/ bundle) "
+                             "here (default: a temporary folder, removed at the end)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write every measurement here as JSON")
+    for hidden in ("--_measure", "--_result", "--model", "--limit"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._measure:
+        if args.limit is not None:
+            args.limit = int(args.limit)
+        args.epochs, args.batch = int(args.epochs), int(args.batch)
+        result = MEASURES[args._measure](args)
+        with open(args._result, "w") as handle:
+            json.dump(result, handle)
+        return
+
+    if args.epochs < 1:
+        raise SystemExit("error: --epochs must be >= 1")
+    check_features(args.features)
+    work = args.work_dir or tempfile.mkdtemp(prefix="bench-train-")
+    os.makedirs(work, exist_ok=True)
+    features = os.path.abspath(args.features)
+    try:
+        if args.limit_images:
+            features = limited_copy(features, os.path.join(work, "features"), args.limit_images,
+                                    math.ceil(args.limit_images / 6))
+        with open(os.path.join(features, "manifest.json")) as handle:
+            manifest = json.load(handle)
+        info = manifest["features"]["pooled"]
+        facts = {"features": args.features + (f" (first {args.limit_images} train images)" if args.limit_images else ""),
+                 "vocabulary": manifest["vocabulary"]["size"] + 4, "shape": info["shape"], "dtype": info["dtype"],
+                 "epochs": args.epochs, "batch": args.batch}
+        results = {"a": in_child("classic_train", work, features=features, epochs=args.epochs)}
+        results["b"] = run_trainer(features, work, args.epochs, args.trainer_set)
+        results["c"] = in_child("classic_decode", work, features=features, model=results["b"]["export"],
+                                limit=args.classic_decode_images)
+        results["d"] = in_child("batched_decode", work, features=features, model=results["b"]["export"],
+                                limit=args.decode_images, batch=args.batch)
+        command = "bench/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        print(report(results, command, facts))
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(results, handle, indent=1)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
