@@ -8,7 +8,7 @@ model was trained on and the features it is fed later come from one place.
     mobilenet_v2,
     efficientnet_b0
     PATH.tflite           TFLite interpreter (encoders_tflite)  the file itself
-    thumbnail             toy 8x8 mean-colour map (this module) none
+    thumbnail             toy 8x8 map of mean colour and edges   none
 
 Every encoder takes uint8 RGB batches already resized to `input_size` (by
 captioner/images.py) and does its own preprocessing inside `encode`. Outputs
@@ -26,6 +26,7 @@ import numpy as np
 THUMBNAIL = "thumbnail"
 _THUMBNAIL_SIZE = (64, 64)
 _THUMBNAIL_GRID = 8
+_THUMBNAIL_CHANNELS = 5  # mean R, G, B, |d/dx|, |d/dy|
 
 
 class Encoder:
@@ -77,10 +78,11 @@ def feature(shape, dtype: str, scale: Optional[float] = None, zero_point: int = 
 class ThumbnailEncoder(Encoder):
     """A toy for the generated demo data, not for real photos: no download, no weights.
 
-    The 64x64 image is mean-pooled in 8x8 blocks to an 8x8x3 map of RGB in [0, 1]
-    (spatial, float32); pooled is that map flattened to 192 floats. It only
-    "sees" where colours are, which is all that synthetic shape-and-colour
-    scenes need.
+    The 64x64 image is pooled in 8x8 blocks to an 8x8x5 map (spatial, float32):
+    the block's mean RGB in [0, 1], and its mean absolute horizontal and vertical
+    brightness change, which tell a square's straight edges from a triangle's
+    slanted ones and a circle's curve; pooled is that map flattened to 320
+    floats. That is all synthetic shape-and-colour scenes need.
     """
 
     def __init__(self, spatial: bool = False):
@@ -88,18 +90,23 @@ class ThumbnailEncoder(Encoder):
         self.spatial = spatial
         grid = _THUMBNAIL_GRID
         self.identity = make_identity(THUMBNAIL, THUMBNAIL, "none",
-                                      hashlib.sha256(b"thumbnail-v1").hexdigest(), spatial, self.input_size)
-        self._info = {"pooled": feature([grid * grid * 3], "float32")}
+                                      hashlib.sha256(b"thumbnail-v2").hexdigest(), spatial, self.input_size)
+        self._info = {"pooled": feature([grid * grid * _THUMBNAIL_CHANNELS], "float32")}
         if spatial:
-            self._info["spatial"] = feature([grid, grid, 3], "float32")
+            self._info["spatial"] = feature([grid, grid, _THUMBNAIL_CHANNELS], "float32")
 
     def encode(self, images: np.ndarray) -> dict:
         images = self._check_images(images)
         if len(images) == 0:
             return self._empty()
         n, (h, w), grid = len(images), self.input_size, _THUMBNAIL_GRID
-        blocks = images.astype(np.float32).reshape(n, grid, h // grid, grid, w // grid, 3)
-        spatial_map = (blocks.mean(axis=(2, 4)) / 255.0).astype(np.float32)
+        pixels = images.astype(np.float32) / 255.0
+        gray = pixels.mean(axis=3)
+        dx = np.abs(np.diff(gray, axis=2, append=gray[:, :, -1:]))
+        dy = np.abs(np.diff(gray, axis=1, append=gray[:, -1:, :]))
+        channels = np.concatenate([pixels, dx[..., None], dy[..., None]], axis=3)
+        blocks = channels.reshape(n, grid, h // grid, grid, w // grid, _THUMBNAIL_CHANNELS)
+        spatial_map = blocks.mean(axis=(2, 4)).astype(np.float32)
         out = {"pooled": spatial_map.reshape(n, -1)}
         if self.spatial:
             out["spatial"] = spatial_map

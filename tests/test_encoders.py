@@ -168,19 +168,26 @@ def test_keras_weights_file_is_loaded_and_hashed(tmp_path):
     assert round_trip.identity == from_file.identity
 
 
-def test_thumbnail_is_an_8x8_block_mean():
+def test_thumbnail_is_8x8_block_means_of_colour_and_edges():
     encoder = encoders.load_encoder("thumbnail", spatial=True)
     images = _random_images(4, (64, 64))
     out = encoder.encode(images)
-    expected = images.astype(np.float64).reshape(4, 8, 8, 8, 8, 3).mean(axis=(2, 4)) / 255
-    assert out["spatial"].dtype == np.float32 and out["spatial"].shape == (4, 8, 8, 3)
-    np.testing.assert_allclose(out["spatial"], expected, rtol=1e-6)
-    np.testing.assert_array_equal(out["pooled"], out["spatial"].reshape(4, 192))
-    assert encoder.identity["weights_sha256"] == hashlib.sha256(b"thumbnail-v1").hexdigest()
+    pixels = images.astype(np.float64) / 255
+    gray = pixels.mean(axis=3)
+    dx = np.abs(np.diff(gray, axis=2, append=gray[:, :, -1:]))
+    dy = np.abs(np.diff(gray, axis=1, append=gray[:, -1:, :]))
+    channels = np.concatenate([pixels, dx[..., None], dy[..., None]], axis=3)
+    expected = channels.reshape(4, 8, 8, 8, 8, 5).mean(axis=(2, 4))
+    assert out["spatial"].dtype == np.float32 and out["spatial"].shape == (4, 8, 8, 5)
+    np.testing.assert_allclose(out["spatial"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["pooled"], out["spatial"].reshape(4, 320))
+    flat = np.full((1, 64, 64, 3), 200, np.uint8)
+    assert not encoder.encode(flat)["spatial"][..., 3:].any()  # no edges in a flat image
+    assert encoder.identity["weights_sha256"] == hashlib.sha256(b"thumbnail-v2").hexdigest()
     assert encoders.load_encoder("thumbnail").feature_info() == {
-        "pooled": {"shape": [192], "dtype": "float32", "scale": None, "zero_point": 0}}
+        "pooled": {"shape": [320], "dtype": "float32", "scale": None, "zero_point": 0}}
     empty = encoder.encode(np.zeros((0, 64, 64, 3), np.uint8))
-    assert empty["pooled"].shape == (0, 192) and empty["spatial"].shape == (0, 8, 8, 3)
+    assert empty["pooled"].shape == (0, 320) and empty["spatial"].shape == (0, 8, 8, 5)
 
 
 def test_bad_inputs_raise_helpful_errors(tmp_path):

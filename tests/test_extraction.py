@@ -86,7 +86,7 @@ def test_records_hold_captions_splits_and_features(zoo_run):
         assert record["split"] == split_of.get(image_id, "unsplit")
         pooled = schema.array_from_bytes(record["pooled"], written["features"]["pooled"])
         spatial = schema.array_from_bytes(record["spatial"], written["features"]["spatial"])
-        assert pooled.shape == (192,) and spatial.shape == (8, 8, 3)
+        assert pooled.shape == (320,) and spatial.shape == (8, 8, 5)
         np.testing.assert_allclose(pooled, spatial.reshape(-1))
     assert records[data["uncaptioned"]]["captions"] == []
     first = records[data["captioned"][0]]

@@ -27,6 +27,7 @@ import keras
 from keras import layers
 
 DECODERS = ("merge", "init_lstm", "attention")
+_LAYOUT_DIM = 8  # numbers per image position in the attention decoder's initial state
 
 
 def _image_vector(features: keras.KerasTensor) -> keras.KerasTensor:
@@ -79,14 +80,19 @@ def _init_lstm(features, tokens, vocab_size, embedding_dim, units, dropout):
 def _attention(features, tokens, vocab_size, embedding_dim, units, dropout):
     """An LSTM whose every output attends (multi-head) over the image positions, Luong style.
 
-    The LSTM state starts from the mean of the projected positions; its outputs
+    The LSTM state starts from the mean of the projected positions and their layout; its outputs
     query the HxW map (one position for pooled features), the context is added
     back with a residual and layer norm, then a small MLP predicts the next word.
     """
-    memory = layers.Dense(units, name="position_projection")(_image_positions(features))
+    positions = _image_positions(features)
+    memory = layers.Dense(units, name="position_projection")(positions)
     memory = layers.LayerNormalization(name="memory_norm")(memory)
     memory = layers.Dropout(dropout, name="memory_dropout")(memory)
-    summary = layers.GlobalAveragePooling1D(name="image_summary")(memory)
+    # Attention over positions is blind to where they are, so the initial state also sees the layout:
+    # every position projected to a few numbers, flattened in order ("a red circle on the left").
+    layout = layers.Flatten(name="layout")(layers.Dense(_LAYOUT_DIM, name="layout_projection")(positions))
+    summary = layers.Concatenate(name="image_summary")(
+        [layers.GlobalAveragePooling1D(name="mean_position")(memory), layout])
     h0 = layers.Dense(units, activation="tanh", name="initial_h")(summary)
     c0 = layers.Dense(units, activation="tanh", name="initial_c")(summary)
     words = _caption_embedding(tokens, vocab_size, embedding_dim, dropout)
