@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.stager import Stager
 
 from captioner import encoders
-from pipelines import extraction
+from pipelines import captioning, extraction
 from tests.conftest import PROJECT_ROOT
 
 DATAFLOW_FLAGS = [
@@ -26,7 +26,15 @@ def _extraction_graph(pipeline):
         captions=None, splits=None, encoder_identity=encoder.identity, feature_info=encoder.feature_info()))
 
 
-GRAPHS = {"extract_features": _extraction_graph}
+def _caption_graph(pipeline):
+    encoder = encoders.load_encoder("thumbnail", spatial=True)
+    bundle = {"decoder": "attention", "encoder": encoder.identity, "features": encoder.feature_info()}
+    captioning.build_pipeline(pipeline, captioning.CaptionSettings(
+        model="gs://my-bucket/jobs/run1/export", output="gs://my-bucket/captions", bundle=bundle,
+        images="gs://my-bucket/new-photos/**"))
+
+
+GRAPHS = {"extract_features": _extraction_graph, "caption_and_score": _caption_graph}
 
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))
@@ -50,7 +58,8 @@ def test_setup_file_sdist_holds_every_project_module_the_workers_import(tmp_path
         if getattr(module, "__file__", None) and os.path.abspath(module.__file__).startswith(PROJECT_ROOT + os.sep)
         and "/tests/" not in module.__file__ and "/.venv/" not in module.__file__
     }
-    assert {"captioner/encoders.py", "pipelines/extraction.py", "captioner/schema.py"} <= project_modules
+    assert {"captioner/encoders.py", "pipelines/extraction.py", "pipelines/captioning.py",
+            "trainer/bundle.py", "captioner/schema.py"} <= project_modules
     sdist = Stager._build_setup_package(os.path.join(PROJECT_ROOT, "setup.py"), str(tmp_path))
     with tarfile.open(sdist) as archive:
         shipped = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
