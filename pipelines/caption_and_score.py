@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from typing import List, Optional
@@ -99,8 +98,7 @@ def describe(summary: dict, output: str, seconds: float) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # keep the stage's own progress readable
+    launch.configure_logging()
     run(sys.argv[1:])
 
 

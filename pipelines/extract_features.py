@@ -81,8 +81,7 @@ def summary(written: dict, output: str, seconds: float) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # keep the stage's own progress readable
+    launch.configure_logging()
     run(sys.argv[1:])
 
 

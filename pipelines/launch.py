@@ -21,3 +21,9 @@ def run_to_completion(build, options: PipelineOptions) -> bool:
         return False
     result.wait_until_finish()
     return True
+
+
+def configure_logging() -> None:
+    """The stage's own progress at INFO; Beam's own INFO chatter (worker harness, gRPC) hidden."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
