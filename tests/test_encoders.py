@@ -1,10 +1,10 @@
 """The encoder registry: real TFLite encoders, keras.applications built with random weights, the toy."""
 import hashlib
 import os
-import pickle
 import warnings
 
 import numpy as np
+from apache_beam.internal import pickler as beam_pickler
 import pytest
 import tensorflow as tf
 from PIL import Image
@@ -238,8 +238,9 @@ def test_tflite_from_gs_path(gcs_folder, mobilenet_v1_tflite, v1_spatial, flickr
                                   v1_spatial.encode(flickr_images[:2])["pooled"])
 
 
-def test_encoders_pickle_as_their_identity(v1_spatial, flickr_images):
-    clone = pickle.loads(pickle.dumps(v1_spatial))
+def test_encoders_travel_to_beam_workers_as_their_identity(v1_spatial, flickr_images):
+    """Beam serializes a DoFn's attributes to ship them to workers; an encoder goes as its identity only."""
+    clone = beam_pickler.loads(beam_pickler.dumps(v1_spatial))
     assert clone.identity == v1_spatial.identity and clone is not v1_spatial
     np.testing.assert_array_equal(clone.encode(flickr_images[:1])["pooled"],
                                   v1_spatial.encode(flickr_images[:1])["pooled"])
