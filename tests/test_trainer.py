@@ -14,7 +14,7 @@ from captioner import config as config_lib
 from captioner import manifest as manifest_lib
 from captioner import schema, storage
 from tests.synthetic_features import thumbnail_scenes, write_synthetic_features
-from trainer import bundle, data, decoding, job, models, task, training
+from trainer import bundle, data, decoder_steps, decoding, job, models, task, training
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -134,6 +134,22 @@ def test_every_decoder_trains_and_saves_without_custom_objects(decoder, shape, t
     bundle._plain_copy(model).save(path)  # what export saves: uncompiled, strategy-free
     loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder,shape", [("merge", [3, 3, 12]), ("init_lstm", [12]), ("attention", [3, 3, 12]),
+                                           ("attention", [12])])
+def test_stepwise_decoding_reproduces_whole_sequence_logits(decoder, shape):
+    """Decoding feeds one token at a time with carried state; it must compute what training's model computes."""
+    keras.utils.set_random_seed(1)
+    model = models.build_decoder(decoder, shape, vocab_size=30, embedding_dim=8, units=16, dropout=0.3)
+    features = np.random.rand(5, *shape).astype("float32")
+    tokens = np.random.randint(0, 30, (5, 9)).astype("int32")
+    whole = model({"features": features, "tokens": tokens}, training=False).numpy()
+    stepper = decoder_steps.StepwiseDecoder(model)
+    state = stepper.start(features)
+    for t in range(tokens.shape[1]):
+        logits, state = stepper.step(state, tokens[:, t])
+        np.testing.assert_allclose(logits.numpy(), whole[:, t], rtol=1e-4, atol=1e-5, err_msg=f"step {t}")
 
 
 def test_caption_loss_masks_padding_and_is_per_token():

@@ -1,10 +1,11 @@
 """Batched greedy and beam-search decoding: one tf.function per batch, never one predict per word.
 
 Each decoding is a `tf.while_loop` over time steps inside one `tf.function`,
-with every image (and every beam of every image) in one batch. A step runs the
-decoder on the whole prefix generated so far and reads the last position's
-logits: O(T^2) work, which for captions (T ~ 30) is cheap next to the Python
-round trips it avoids, and it works for every decoder without a stepwise cell.
+with every image (and every beam of every image) in one batch. The image side
+is computed once (`decoder_steps.StepwiseDecoder.start`) and each step feeds
+only the newest token through the LSTM cell with its carried state, so a
+caption costs O(T) steps of one token each (beam search reorders the carried
+state with the beams).
 
 Shared rules (so beam_size=1 is exactly greedy):
 - PAD, OOV and START are never generated; after END a hypothesis only appends
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioner import text
+from trainer import decoder_steps
 
 PAD_ID, OOV_ID, START_ID, END_ID = (text.SPECIAL_TOKENS.index(t) for t in
                                     (text.PAD, text.OOV, text.START, text.END))
@@ -37,6 +39,7 @@ class SequenceDecoder:
 
     def __init__(self, model, vocab_size: int):
         self.model = model
+        self.stepper = decoder_steps.StepwiseDecoder(model)
         self.vocab_size = int(vocab_size)
         banned = np.zeros([self.vocab_size], np.float32)
         banned[[PAD_ID, OOV_ID, START_ID]] = _NEG
@@ -70,12 +73,12 @@ class SequenceDecoder:
         return self.beam(features, beam_size, max_length, length_penalty)
 
     # --- graph pieces ---------------------------------------------------------------------------
-    def _step_log_probs(self, features, tokens, t, max_length: int):
-        """log p(next | prefix) at step t for every row, with the shared generation rules applied."""
-        logits = self.model({"features": features, "tokens": tokens[:, :t + 1]}, training=False)[:, t, :]
+    def _step_log_probs(self, state, token, t, max_length):
+        """log p(next | prefix) for every row after feeding `token` at step t, with the shared rules applied."""
+        logits, state = self.stepper.step(state, token)
         log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
         rule = tf.where(t >= max_length, self._only_end, self._banned)
-        return log_probs + rule[None, :]
+        return log_probs + rule[None, :], state
 
     @staticmethod
     def _write(tokens, column, values):
@@ -89,26 +92,28 @@ class SequenceDecoder:
         scores = tf.zeros([n], tf.float32)
         finished = tf.zeros([n], tf.bool)
 
-        def body(t, tokens, scores, finished):
-            log_probs = self._step_log_probs(features, tokens, t, max_length)
+        def body(t, state, tokens, scores, finished):
+            log_probs, state = self._step_log_probs(state, tokens[:, t], t, max_length)
             log_probs = tf.where(finished[:, None], self._only_pad[None, :], log_probs)
             # argmax of score + log p (not of log p): the very sums beam search ranks, so ties break alike
             candidates = scores[:, None] + log_probs
             chosen = tf.argmax(candidates, axis=-1, output_type=tf.int32)
             scores = tf.gather(candidates, chosen, batch_dims=1)
             finished = finished | tf.equal(chosen, END_ID)
-            return t + 1, self._write(tokens, t + 1, chosen), scores, finished
+            return t + 1, state, self._write(tokens, t + 1, chosen), scores, finished
 
-        def cond(t, tokens, scores, finished):
+        def cond(t, state, tokens, scores, finished):
             return (t <= max_length) & ~tf.reduce_all(finished)
 
-        _, tokens, scores, _ = tf.while_loop(cond, body, [tf.constant(0), tokens, scores, finished])
+        state = self.stepper.start(features)
+        _, _, tokens, scores, _ = tf.while_loop(cond, body, [tf.constant(0), state, tokens, scores, finished])
         return tokens, scores
 
     def _beam(self, features, beam_size: int, max_length, length_penalty):
         k, vocab, width = beam_size, self.vocab_size, max_length + 2
         n = tf.shape(features)[0]
-        features = tf.repeat(features, k, axis=0)  # row i*k + j is beam j of image i
+        # row i*k + j is beam j of image i; the image side is computed once per image, then repeated
+        state = {key: tf.repeat(value, k, axis=0) for key, value in self.stepper.start(features).items()}
         tokens = tf.concat([tf.fill([n * k, 1], START_ID), tf.fill([n * k, width - 1], PAD_ID)], axis=1)
         scores = tf.tile(tf.constant([[0.0] + [_NEG] * (k - 1)], tf.float32), [n, 1])  # only beam 0 starts
         finished = tf.zeros([n, k], tf.bool)
@@ -117,8 +122,8 @@ class SequenceDecoder:
         def normalise(score, length):  # x ** 0.0 is exactly 1.0, so no penalty changes nothing
             return score / tf.pow((5.0 + tf.cast(length, tf.float32)) / 6.0, length_penalty)
 
-        def body(t, tokens, scores, finished, lengths):
-            log_probs = self._step_log_probs(features, tokens, t, max_length)
+        def body(t, state, tokens, scores, finished, lengths):
+            log_probs, state = self._step_log_probs(state, tokens[:, t], t, max_length)
             log_probs = tf.reshape(log_probs, [n, k, vocab])
             log_probs = tf.where(finished[:, :, None], self._only_pad[None, None, :], log_probs)
             candidates = scores[:, :, None] + log_probs                         # [n, k, V]
@@ -131,16 +136,24 @@ class SequenceDecoder:
             lengths = tf.gather(new_lengths, parent, batch_dims=1)
             history = tf.gather(tf.reshape(tokens, [n, k, width]), parent, batch_dims=1)
             tokens = self._write(tf.reshape(history, [n * k, width]), t + 1, tf.reshape(word, [n * k]))
-            return t + 1, tokens, scores, finished, lengths
+            state = {**state, **{key: _follow(state[key], parent) for key in decoder_steps.CARRIED}}
+            return t + 1, state, tokens, scores, finished, lengths
 
-        def cond(t, tokens, scores, finished, lengths):
+        def cond(t, state, tokens, scores, finished, lengths):
             return (t <= max_length) & ~tf.reduce_all(finished)
 
-        _, tokens, scores, _, lengths = tf.while_loop(
-            cond, body, [tf.constant(0), tokens, scores, finished, lengths])
+        _, _, tokens, scores, _, lengths = tf.while_loop(
+            cond, body, [tf.constant(0), state, tokens, scores, finished, lengths])
         best = tf.argmax(normalise(scores, lengths), axis=-1, output_type=tf.int32)
         tokens = tf.gather(tf.reshape(tokens, [n, k, width]), best, batch_dims=1)
         return tokens, tf.gather(scores, best, batch_dims=1)
+
+
+def _follow(rows: tf.Tensor, parent: tf.Tensor) -> tf.Tensor:
+    """Beam rows [n*k, ...] reordered so that beam j of image i continues from beam parent[i, j]."""
+    n, k = tf.shape(parent)[0], tf.shape(parent)[1]
+    grouped = tf.reshape(rows, tf.concat([[n, k], tf.shape(rows)[1:]], axis=0))
+    return tf.reshape(tf.gather(grouped, parent, batch_dims=1), tf.shape(rows))
 
 
 def ids_to_words(ids: Sequence[int], tokens: Sequence[str]) -> List[str]:
