@@ -12,6 +12,10 @@ Why it looks like this:
   counts examples; it is spent on whole records (one copy of the features per
   image), and a small example-level shuffle then spreads each image's captions
   over different batches.
+- Each batch is cut to its longest caption, and training batches are made
+  from windows of `SORT_WINDOW_BATCHES` batches sorted by caption length (the
+  batches are then shuffled), so little compute goes to padding: Flickr8k
+  captions average ~12 tokens against max_length+2 = 34 columns.
 - The order depends on the seed only (seeded shuffles, deterministic
   interleave), so runs with different replica counts see the same global
   batches.
@@ -39,6 +43,7 @@ FEATURE_KEYS = {"pooled": schema.POOLED, "spatial": schema.SPATIAL}
 PAD_ID, OOV_ID, START_ID, END_ID = (text.SPECIAL_TOKENS.index(t) for t in
                                     (text.PAD, text.OOV, text.START, text.END))
 _EXPECTED_RANK = {"pooled": 1, "spatial": 3}
+SORT_WINDOW_BATCHES = 16  # training batches are formed from windows this many batches long, sorted by length
 
 
 @dataclasses.dataclass
@@ -189,7 +194,19 @@ class CaptionData:
         info = self.features.info
         features = schema.decode_tensor(raw, info["dtype"], [-1] + self.features.shape,
                                         info.get("scale"), info.get("zero_point") or 0)
+        ids = ids[:, :tf.reduce_max(_caption_lengths(ids))]  # the batch's longest caption, END included
         return {"features": features, "tokens": ids[:, :-1]}, ids[:, 1:]
+
+    def _similar_lengths_together(self, ds: tf.data.Dataset, global_batch: int) -> tf.data.Dataset:
+        """Sorts windows of examples by caption length, batches them, and shuffles the batches."""
+        def sort(raw, ids):
+            order = tf.argsort(_caption_lengths(ids), stable=True)
+            return tf.gather(raw, order), tf.gather(ids, order)
+
+        ds = ds.batch(global_batch * SORT_WINDOW_BATCHES).map(sort, num_parallel_calls=tf.data.AUTOTUNE,
+                                                               deterministic=True)
+        ds = ds.unbatch().batch(global_batch, drop_remainder=True)
+        return ds.shuffle(SORT_WINDOW_BATCHES, seed=self.seed + 3, reshuffle_each_iteration=True)
 
     # --- datasets -------------------------------------------------------------------------------
     def count(self, split: str) -> Counts:
@@ -220,7 +237,10 @@ class CaptionData:
         # drops its last partial batch too (unbiased, < 1 batch of examples unused), unless it has no full
         # batch at all: then it is padded with all-PAD rows, which Keras still counts in the mean (tiny sets only).
         pad_evaluation = not training and counts.examples < global_batch
-        ds = ds.batch(global_batch, drop_remainder=not pad_evaluation)
+        if training:
+            ds = self._similar_lengths_together(ds, global_batch)
+        else:
+            ds = ds.batch(global_batch, drop_remainder=not pad_evaluation)
         ds = ds.map(self._to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if pad_evaluation:
             ds = ds.map(lambda inputs, targets: _pad_batch((inputs, targets), global_batch))
@@ -244,6 +264,11 @@ class CaptionData:
             arrays = np.stack([schema.array_from_bytes(r, self.features.info) for r in raws])
             references = [[c.split() for c in j.decode("utf-8").split("\n") if c.strip()] for j in joined]
             yield [i.decode("utf-8") for i in ids], arrays, references
+
+
+def _caption_lengths(ids: tf.Tensor) -> tf.Tensor:
+    """Tokens per row of right-padded caption ids [N, L], START and END included."""
+    return tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32), axis=1)
 
 
 def steps_for(counts: Counts, global_batch: int) -> int:
