@@ -112,7 +112,7 @@ def pipeline_command(args, include: str, output: str, beam_size: int) -> list:
                "--images", os.path.join(args.data, "images", "*.jpg"), "--include", include,
                "--references", os.path.join(args.data, TOKENS), "--output", output, "--beam_size", str(beam_size),
                "--runner", "DirectRunner", "--direct_num_workers", str(args.workers),
-               "--direct_running_mode", "multi_processing"]
+               "--direct_running_mode", "multi_processing", "--threads", "1"]
     if args.max_length:
         command += ["--max_length", str(args.max_length)]
     return command

@@ -47,6 +47,9 @@ def parse_args(argv: Optional[List[str]]):
                         help="GNMT length penalty alpha, 0 = none (default: caption.length_penalty)")
     parser.add_argument("--max_length", type=int, default=None, help="longest caption in words (default: caption.max_length)")
     parser.add_argument("--batch_size", type=int, default=None, help="images per decoding batch (default: caption.batch_size)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per worker for the encoder and the decoder (default: all cores; use 1 with "
+                             "several local workers, e.g. --direct_num_workers=2 on 2 cores)")
     return parser.parse_known_args(argv)
 
 
@@ -71,7 +74,7 @@ def settings_from(args) -> captioning.CaptionSettings:
         beam_size=args.beam_size or int(decode["beam_size"]),
         length_penalty=decode["length_penalty"] if args.length_penalty is None else args.length_penalty,
         max_length=args.max_length or int(decode["max_length"]),
-        batch_size=args.batch_size or int(decode["batch_size"]),
+        batch_size=args.batch_size or int(decode["batch_size"]), threads=args.threads,
         max_pixels=int(cfg["extract"]["max_pixels"]))
 
 

@@ -6,7 +6,7 @@ call per batch), from decoded images or from already-extracted features.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -22,18 +22,20 @@ FEATURES = "features"
 class CaptionerModelHandler(ModelHandler[Any, PredictionResult, Captioner]):
     """Batches of uint8 images (IMAGES) or of stored feature dicts (FEATURES) -> (caption, log-probability)."""
 
-    def __init__(self, export_dir: str, source: str, batch_size: int, decode_args: Dict):
+    def __init__(self, export_dir: str, source: str, batch_size: int, decode_args: Dict,
+                 threads: Optional[int] = None):
         super().__init__(min_batch_size=1, max_batch_size=batch_size)
         if source not in (IMAGES, FEATURES):
             raise ValueError(f"source must be {IMAGES!r} or {FEATURES!r}, not {source!r}")
         self.export_dir = export_dir
         self.source = source
         self.decode_args = dict(decode_args)
+        self.threads = threads
         self._captioned = 0
 
     def load_model(self) -> Captioner:
         _LOG.info("loading the captioner bundle %s", self.export_dir)
-        return Captioner.load(self.export_dir)
+        return Captioner.load(self.export_dir, num_threads=self.threads)
 
     def run_inference(self, batch: Sequence, model: Captioner, inference_args=None) -> Iterable[PredictionResult]:
         if self.source == IMAGES:

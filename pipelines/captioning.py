@@ -35,6 +35,7 @@ class CaptionSettings:
     length_penalty: float = 0.0
     max_length: Optional[int] = None
     batch_size: int = 32
+    threads: Optional[int] = None   # per worker, for the encoder and the decoder (None: all cores)
     max_pixels: int = 50_000_000
 
     @property
@@ -111,7 +112,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
     decode_args = {"beam_size": settings.beam_size, "length_penalty": settings.length_penalty,
                    "max_length": settings.max_length}
     handler = KeyedModelHandler(CaptionerModelHandler(settings.model, settings.source, settings.batch_size,
-                                                      decode_args))
+                                                      decode_args, settings.threads))
     captioned, failed = keyed | "Caption" >> RunInference(handler).with_exception_handling()
     rows = captioned | "Rows" >> beam.ParDo(_MakeRow(), beam.pvalue.AsDict(references))
 

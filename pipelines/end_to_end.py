@@ -93,7 +93,7 @@ def run(argv: Optional[List[str]] = None) -> Dict:
         _run_stage("caption and score", "pipelines.caption_and_score", [
             *config_flags, "--model", storage.join(job, "export"), "--images", images,
             "--include", storage.join(data, caption_files.SPLIT_FILES["test"]), "--references", caption_file,
-            "--output", captioned, *beam_flags]),
+            "--output", captioned, *(["--threads", "1"] if args.workers > 1 else []), *beam_flags]),
     ]
     summary = json.loads(storage.read_text(storage.join(captioned, "bleu.json")))
     table = results_table(stages, summary, args, workdir)

@@ -96,7 +96,8 @@ def export(model: keras.Model, export_dir: str, config: Mapping, features) -> st
 class Captioner:
     """A loaded bundle: captions stored features, or images through the bundle's encoder."""
 
-    def __init__(self, model: keras.Model, tokens: List[str], bundle: Mapping, export_dir: str, local_dir: str):
+    def __init__(self, model: keras.Model, tokens: List[str], bundle: Mapping, export_dir: str, local_dir: str,
+                 num_threads: Optional[int] = None):
         self.model, self.tokens, self.bundle = model, list(tokens), dict(bundle)
         self.export_dir, self.local_dir = export_dir, local_dir
         self.feature = bundle["consumes"][0]
@@ -106,11 +107,18 @@ class Captioner:
         self.max_length = int(bundle["max_length"])
         self.batch_size = int(bundle.get("config", {}).get("caption", {}).get("batch_size", 64))
         self.decoder = decoding.SequenceDecoder(model, len(self.tokens))
+        self.num_threads = num_threads
         self._encoder = None
 
     @classmethod
-    def load(cls, export_dir: str) -> "Captioner":
-        """Loads a bundle from a local or gs:// folder (a gs:// one is copied to a temporary folder first)."""
+    def load(cls, export_dir: str, num_threads: Optional[int] = None) -> "Captioner":
+        """Loads a bundle from a local or gs:// folder (a gs:// one is copied to a temporary folder first).
+
+        `num_threads` caps the encoder's and TensorFlow's threads (one per worker when several share the cores).
+        """
+        if num_threads:
+            from captioner.encoders_keras import limit_tensorflow_threads
+            limit_tensorflow_threads(num_threads)
         local = storage.copy_folder_to_local(export_dir, tempfile.mkdtemp(prefix="captioner-bundle-")) \
             if storage.is_remote(export_dir) else export_dir
         path = os.path.join(local, BUNDLE_FILE)
@@ -128,7 +136,7 @@ class Captioner:
         if model.output_shape[-1] != len(tokens):
             raise ValueError(f"{export_dir}: the decoder predicts {model.output_shape[-1]} tokens but "
                              f"{VOCABULARY_FILE} holds {len(tokens)}: the bundle is damaged; export it again")
-        return cls(model, tokens, bundle, export_dir, local)
+        return cls(model, tokens, bundle, export_dir, local, num_threads)
 
     # --- captioning -----------------------------------------------------------------------------
     def caption_features(self, features: Mapping[str, np.ndarray], beam_size: int = 1,
@@ -163,7 +171,7 @@ class Captioner:
             identity = dict(self.bundle["encoder"])
             for key, relative in self.bundle.get("encoder_files", {}).items():
                 identity[key] = os.path.join(self.local_dir, relative)
-            self._encoder = encoders.encoder_from_identity(identity)
+            self._encoder = encoders.encoder_from_identity(identity, num_threads=self.num_threads)
         return self._encoder
 
     def caption_images(self, images: np.ndarray, **kwargs) -> List[Tuple[str, float]]:
