@@ -7,6 +7,9 @@ own child process (so peak RSS is its own):
   pipeline beam 1 / beam 3 - python -m pipelines.caption_and_score --images 'DATA/images/*.jpg' --include ...
                  --references DATA/Flickr8k.token.txt, DirectRunner with 2 worker processes (multi_processing),
                  scored with BLEU; captions/s over its whole wall time, start-up included
+  ... start-up excluded - the marginal rate between a run on a quarter of the images and the full run:
+                 (N - N/4) / (t_N - t_N/4), so the fixed costs (worker start, bundle loading, tracing)
+                 cancel out, as the classic loop's loading is outside its timing too
   classic      - the tutorials' loop on the same bundle: per image decode the JPEG, encode it with the
                  bundle's encoder (batch 1), then one model.predict call per word (batch 1, greedy) with
                  the bundle's decoder.keras; over a subset, captions/s of the loop (loading excluded)
@@ -118,12 +121,12 @@ def pipeline_command(args, include: str, output: str, beam_size: int) -> list:
     return command
 
 
-def run_pipeline(args, include: str, work: str, beam_size: int) -> dict:
-    output = os.path.join(work, f"captions-beam{beam_size}")
+def run_pipeline(args, include: str, work: str, beam_size: int, tag: str = "") -> dict:
+    output = os.path.join(work, f"captions-beam{beam_size}{tag}")
     shutil.rmtree(output, ignore_errors=True)
     command = pipeline_command(args, include, output, beam_size)
     print(f"[bench] pipeline beam {beam_size}: " + " ".join(shlex.quote(c) for c in command[1:]), flush=True)
-    run = classic.run_child(command, os.path.join(work, f"pipeline-beam{beam_size}.log"), sample_tree=True)
+    run = classic.run_child(command, os.path.join(work, f"pipeline-beam{beam_size}{tag}.log"), sample_tree=True)
     summary_path = os.path.join(output, "bleu.json")
     if run["rc"] != 0 or not os.path.exists(summary_path):
         raise SystemExit(f"error: the pipeline (beam {beam_size}) failed (exit {run['rc']}); last lines of "
@@ -138,6 +141,11 @@ def run_pipeline(args, include: str, work: str, beam_size: int) -> dict:
     captioned = summary["counts"]["captioned"]
     return {**run, "beam_size": beam_size, "images": captioned, "captions_per_s": captioned / run["wall_s"],
             "counts": summary["counts"], "bleu": summary.get("bleu"), "captions": captions}
+
+
+def marginal_rate(full: dict, part: dict) -> float:
+    """Captions/s of the images the full run does beyond the partial one: start-up costs cancel out."""
+    return (full["images"] - part["images"]) / max(1e-9, full["wall_s"] - part["wall_s"])
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -169,26 +177,33 @@ def report(pipelines: list, old: dict, command: str, facts: dict) -> str:
                      f"{p['images']} | {p['wall_s']:.1f} | {p['captions_per_s']:.1f} | {p['peak_rss_mb']:.0f} | "
                      f"{p['peak_tree_rss_mb']:.0f} | {_words(p['captions'])} | {bleu} | "
                      f"{p['captions_per_s'] / old['captions_per_s']:.0f}x |")
+        lines.append(f"| pipeline, beam {p['beam_size']}, start-up excluded (marginal, {p['part_images']} -> "
+                     f"{p['images']} images) | {p['images'] - p['part_images']} | "
+                     f"{p['wall_s'] - p['part_wall_s']:.1f} | {p['marginal_per_s']:.1f} | - | - | - | - | "
+                     f"{p['marginal_per_s'] / old['captions_per_s']:.0f}x |")
     lines.append(f"| classic: decode + encode (batch 1) + one predict per word, greedy | {old['images']} | "
                  f"{old['seconds']:.1f} (+{old['startup_s']:.1f} start-up) | {old['captions_per_s']:.2f} | "
                  f"{old['peak_rss_mb']:.0f} | - | {_words(old['captions'])} | - | 1x |")
     lines += ["", "| target | value | met |", "| --- | --- | --- |"]
     for p in pipelines:
-        ratio = p["captions_per_s"] / old["captions_per_s"]
-        lines.append(f"| pipeline beam {p['beam_size']} >= {TARGETS['vs_classic']:.0f}x the classic method | "
-                     f"{ratio:.0f}x | {_met(ratio >= TARGETS['vs_classic'])} |")
-        if p["beam_size"] == 3:
-            lines.append(f"| pipeline beam 3 >= {TARGETS['beam3_per_s']:.0f} captions/s on {os.cpu_count()} cores | "
-                         f"{p['captions_per_s']:.1f} | {_met(p['captions_per_s'] >= TARGETS['beam3_per_s'])} |")
+        for label, rate in (("start-up included", p["captions_per_s"]), ("start-up excluded", p["marginal_per_s"])):
+            ratio = rate / old["captions_per_s"]
+            lines.append(f"| pipeline beam {p['beam_size']} ({label}) >= {TARGETS['vs_classic']:.0f}x the classic "
+                         f"method | {ratio:.0f}x | {_met(ratio >= TARGETS['vs_classic'])} |")
+            if p["beam_size"] == 3:
+                lines.append(f"| pipeline beam 3 ({label}) >= {TARGETS['beam3_per_s']:.0f} captions/s on "
+                             f"{os.cpu_count()} cores | {rate:.1f} | {_met(rate >= TARGETS['beam3_per_s'])} |")
     greedy = next((p for p in pipelines if p["beam_size"] == 1), None)
     same = (f"; the classic captions equal the pipeline's beam-1 captions on "
             f"{sum(1 for i, c in old['captions'].items() if greedy['captions'].get(i) == c)} of {old['images']} "
             "images (same decoding rules)") if greedy else ""
     lines += [
         "",
-        "The pipeline's captions/s are over its whole wall time (Beam start-up, matching all of images/*.jpg, "
-        "worker start, bundle loading, tracing, BLEU, the report); the classic loop's exclude loading the bundle "
-        "and the first image (start-up, shown apart), which favours the classic method. Peak RSS: os.wait4's "
+        "The pipeline's start-up-included captions/s are over its whole wall time (Beam start-up, matching all "
+        "of images/*.jpg, worker start, bundle loading, tracing, BLEU, the report); the classic loop's exclude "
+        "loading the bundle and the first image (start-up, shown apart). The start-up-excluded row is the like-"
+        "for-like comparison: the pipeline's marginal rate between a run on a quarter of the images and the "
+        "full run. Peak RSS: os.wait4's "
         "ru_maxrss, the largest single process (the pipeline's workers included); the process tree column sums "
         "the RSS of the pipeline and its workers, sampled every 0.25 s. Both decode the JPEGs with "
         "captioner.images.decode_image and use the bundle's encoder and decoder.keras, max "
@@ -249,7 +264,14 @@ def main() -> None:
         include = os.path.join(work, "include.txt")
         with open(include, "w") as handle:
             handle.write("\n".join(ids) + "\n")
-        pipelines = [run_pipeline(args, include, work, k) for k in beam_sizes]
+        part_include = os.path.join(work, "include-quarter.txt")
+        with open(part_include, "w") as handle:
+            handle.write("\n".join(ids[:max(1, len(ids) // 4)]) + "\n")
+        pipelines = []
+        for k in beam_sizes:
+            full, part = run_pipeline(args, include, work, k), run_pipeline(args, part_include, work, k, "-quarter")
+            pipelines.append({**full, "part_images": part["images"], "part_wall_s": part["wall_s"],
+                              "marginal_per_s": marginal_rate(full, part)})
         old = classic_in_child(args, ids[:args.classic_images], work)
         facts = {"model": args.model, "decoder": bundle["decoder"], "feature": bundle["consumes"][0],
                  "encoder": bundle["encoder"].get("name"), "data": args.data, "images": len(ids),

@@ -229,16 +229,9 @@ def _best(epochs: list, key: str = "val_loss"):
     return min(values) if values else None
 
 
-def _b_dev_loss(b: dict, a: dict) -> str:
-    """(b)'s best dev loss without the padding rows of its last evaluation batch, then as recorded."""
+def _b_dev_loss(b: dict) -> str:
     best = _best(b["epochs"])
-    if best is None:
-        return "n/a"
-    captions, batch = a.get("dev_captions") or 0, int(b["run_info"]["global_batch"])
-    if not captions:
-        return f"{best:.3f}"
-    rows = math.ceil(captions / batch) * batch
-    return f"{best * rows / captions:.3f} ({best:.3f})"
+    return "n/a" if best is None else f"{best:.3f}"
 
 
 def _mean_words(result: dict) -> str:
@@ -278,7 +271,7 @@ def report(results: dict, command: str, facts: dict) -> str:
         f"{c['captions_per_s']:.2f} |",
         f"| (b) trainer | trainer.task, merge decoder, {b['run_info']['steps_per_epoch']} steps x "
         f"{b['run_info']['global_batch']} captions | {b_first:.1f} | {_fmt(b_later)} | {b['peak_rss_mb']:.0f} | "
-        f"{_b_dev_loss(b, a)} ² | (d) Captioner.caption_features, greedy, batches of "
+        f"{_b_dev_loss(b)} ² | (d) Captioner.caption_features, greedy, batches of "
         f"{facts['batch']}, {d['images']} images, {_mean_words(d)} words/caption | {d['captions_per_s']:.1f} |",
         "",
     ]
@@ -301,9 +294,8 @@ def report(results: dict, command: str, facts: dict) -> str:
         "real tokens and divided by the train split's mean tokens per caption, i.e. per token of whole captions. "
         "Different quantities, computed differently from different models, but both are a mean next-word "
         "cross-entropy in nats over the same target words (the caption's words, then END), so comparable in scale. "
-        "In parentheses: (b)'s value as history.json has it; Keras averages it over every evaluation row, "
-        "including the all-PAD rows trainer.data pads the last dev batch with (zero loss), so the raw value is "
-        "lower by the factor real/padded rows; the first number undoes that.",
+        "(b) evaluates the full batches of the dev split (its last partial batch, under one global batch of "
+        "captions, is left out).",
         f"Models: (a) {a['parameters']:,} parameters (mask_zero, softmax, Dropout before Dense as in the "
         f"tutorials), (b) {d['parameters']:,} (Dense then Dropout, logits). (b) runs the flickr8k config otherwise "
         "(batch 64 captions, cosine schedule with a warm-up epoch, dropout 0.5), so after very few epochs its loss "
