@@ -1,5 +1,6 @@
 """The trainer stage end to end on a synthetic features folder whose captions follow from its features."""
 import json
+from collections import Counter
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ def tiny_config(**train) -> dict:
     config["train"].update(decoder="attention", features="spatial", embedding_dim=16, units=32, dropout=0.0,
                            max_length=12, batch_size=16, epochs=6, learning_rate=0.01, lr_schedule="cosine",
                            warmup_epochs=0, label_smoothing=0.0, early_stopping_patience=3, strategy="mirrored",
-                           shuffle_buffer=256, seed=7)
+                           shuffle_buffer=256, sort_window_batches=2, seed=7)
     config["train"].update(train)
     config["caption"]["batch_size"] = 64
     return config
@@ -150,6 +151,28 @@ def test_stepwise_decoding_reproduces_whole_sequence_logits(decoder, shape):
     for t in range(tokens.shape[1]):
         logits, state = stepper.step(state, tokens[:, t])
         np.testing.assert_allclose(logits.numpy(), whole[:, t], rtol=1e-4, atol=1e-5, err_msg=f"step {t}")
+
+
+def _epoch(caption_data, counts):
+    batches = list(caption_data.examples("train", 16, counts, training=True, shuffle_buffer=64).as_numpy_iterator())
+    return [(inputs["tokens"], targets) for inputs, targets in batches]
+
+
+def test_length_sorted_batches_hold_the_same_examples_with_less_padding(synthetic):
+    folder = data.open_features(synthetic, tiny_config()["train"], cache_dir="unused")
+    plain, sorted_ = (data.CaptionData(folder, 12, seed=3, sort_window_batches=w) for w in (0, 4))
+    counts = plain.count("train")
+    epochs = {"plain": _epoch(plain, counts), "sorted": _epoch(sorted_, counts)}
+    rows = {name: sorted(tuple(np.trim_zeros(np.append(t[i], y[i, -1]), "b")) for t, y in epoch for i in range(len(t)))
+            for name, epoch in epochs.items()}
+    assert len(epochs["sorted"]) == len(epochs["plain"]) == counts.examples // 16
+    # the same (image, caption) examples in another order, but for the < 16 each order leaves in its last batch
+    left_out = counts.examples % 16
+    assert sum((Counter(rows["sorted"]) - Counter(rows["plain"])).values()) <= left_out
+    for tokens, targets in epochs["sorted"] + epochs["plain"]:
+        assert (targets[:, -1] != data.PAD_ID).any()  # each batch is cut to its longest caption
+    cells = {name: sum(t.size for t, _ in epoch) for name, epoch in epochs.items()}
+    assert cells["sorted"] < cells["plain"]
 
 
 def test_caption_loss_masks_padding_and_is_per_token():

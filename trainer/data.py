@@ -13,9 +13,11 @@ Why it looks like this:
   image), and a small example-level shuffle then spreads each image's captions
   over different batches.
 - Each batch is cut to its longest caption, and training batches are made
-  from windows of `SORT_WINDOW_BATCHES` batches sorted by caption length (the
-  batches are then shuffled), so little compute goes to padding: Flickr8k
-  captions average ~12 tokens against max_length+2 = 34 columns.
+  from windows of `train.sort_window_batches` batches sorted by caption length
+  (the batches are then shuffled), so little compute goes to padding: Flickr8k
+  captions average ~12 tokens against max_length+2 = 34 columns. Sorted
+  batches are less varied; where caption length follows the image content (the
+  demo's shapes), 0 or 1 turns sorting off.
 - The order depends on the seed only (seeded shuffles, deterministic
   interleave), so runs with different replica counts see the same global
   batches.
@@ -43,7 +45,7 @@ FEATURE_KEYS = {"pooled": schema.POOLED, "spatial": schema.SPATIAL}
 PAD_ID, OOV_ID, START_ID, END_ID = (text.SPECIAL_TOKENS.index(t) for t in
                                     (text.PAD, text.OOV, text.START, text.END))
 _EXPECTED_RANK = {"pooled": 1, "spatial": 3}
-SORT_WINDOW_BATCHES = 16  # training batches are formed from windows this many batches long, sorted by length
+SORT_WINDOW_BATCHES = 16  # default train.sort_window_batches: windows this many batches long, sorted by length
 
 
 @dataclasses.dataclass
@@ -148,10 +150,12 @@ def _check_first_record(features: FeaturesFolder) -> None:
 class CaptionData:
     """Builds the datasets of one features folder for one config (the token table lives here)."""
 
-    def __init__(self, features: FeaturesFolder, max_length: int, seed: int = 0):
+    def __init__(self, features: FeaturesFolder, max_length: int, seed: int = 0,
+                 sort_window_batches: int = SORT_WINDOW_BATCHES):
         self.features = features
         self.max_length = int(max_length)
         self.seed = int(seed)
+        self.sort_window_batches = int(sort_window_batches)
         tokens = features.tokens
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(tokens), tf.range(len(tokens), dtype=tf.int64)),
@@ -203,10 +207,10 @@ class CaptionData:
             order = tf.argsort(_caption_lengths(ids), stable=True)
             return tf.gather(raw, order), tf.gather(ids, order)
 
-        ds = ds.batch(global_batch * SORT_WINDOW_BATCHES).map(sort, num_parallel_calls=tf.data.AUTOTUNE,
+        ds = ds.batch(global_batch * self.sort_window_batches).map(sort, num_parallel_calls=tf.data.AUTOTUNE,
                                                                deterministic=True)
         ds = ds.unbatch().batch(global_batch, drop_remainder=True)
-        return ds.shuffle(SORT_WINDOW_BATCHES, seed=self.seed + 3, reshuffle_each_iteration=True)
+        return ds.shuffle(self.sort_window_batches, seed=self.seed + 3, reshuffle_each_iteration=True)
 
     # --- datasets -------------------------------------------------------------------------------
     def count(self, split: str) -> Counts:
@@ -237,7 +241,7 @@ class CaptionData:
         # drops its last partial batch too (unbiased, < 1 batch of examples unused), unless it has no full
         # batch at all: then it is padded with all-PAD rows, which Keras still counts in the mean (tiny sets only).
         pad_evaluation = not training and counts.examples < global_batch
-        if training:
+        if training and self.sort_window_batches > 1:
             ds = self._similar_lengths_together(ds, global_batch)
         else:
             ds = ds.batch(global_batch, drop_remainder=not pad_evaluation)

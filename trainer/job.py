@@ -60,7 +60,9 @@ def run(config: Mapping, features: str, job_dir: str, devices: Optional[Sequence
         # the global seed joins the op seeds of tf.data's shuffles: set it before any dataset exists
         keras.utils.set_random_seed(int(train_cfg.get("seed", 0)))
         folder = data.open_features(features, train_cfg, os.path.join(work, "features"))
-        caption_data = data.CaptionData(folder, train_cfg["max_length"], seed=train_cfg.get("seed", 0))
+        caption_data = data.CaptionData(folder, train_cfg["max_length"], seed=train_cfg.get("seed", 0),
+                                        sort_window_batches=train_cfg.get("sort_window_batches",
+                                                                          data.SORT_WINDOW_BATCHES))
         counts = {"train": caption_data.count("train"),
                   "dev": caption_data.count("dev") if folder.files("dev") else None}
         replicas = strategy.num_replicas_in_sync
