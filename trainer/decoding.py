@@ -38,7 +38,6 @@ class SequenceDecoder:
     """Greedy and beam search over a decoder model (inputs {"features", "tokens"}, output logits)."""
 
     def __init__(self, model, vocab_size: int):
-        self.model = model
         self.stepper = decoder_steps.StepwiseDecoder(model)
         self.vocab_size = int(vocab_size)
         banned = np.zeros([self.vocab_size], np.float32)
@@ -134,8 +133,7 @@ class SequenceDecoder:
             scores = tf.gather(tf.reshape(candidates, [n, k * vocab]), flat, batch_dims=1)
             finished = tf.gather(finished, parent, batch_dims=1) | tf.equal(word, END_ID)
             lengths = tf.gather(new_lengths, parent, batch_dims=1)
-            history = tf.gather(tf.reshape(tokens, [n, k, width]), parent, batch_dims=1)
-            tokens = self._write(tf.reshape(history, [n * k, width]), t + 1, tf.reshape(word, [n * k]))
+            tokens = self._write(_follow(tokens, parent), t + 1, tf.reshape(word, [n * k]))
             state = {**state, **{key: _follow(state[key], parent) for key in decoder_steps.CARRIED}}
             return t + 1, state, tokens, scores, finished, lengths
 
