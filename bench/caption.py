@@ -143,11 +143,6 @@ def run_pipeline(args, include: str, work: str, beam_size: int, tag: str = "") -
             "counts": summary["counts"], "bleu": summary.get("bleu"), "captions": captions}
 
 
-def marginal_rate(full: dict, part: dict) -> float:
-    """Captions/s of the images the full run does beyond the partial one: start-up costs cancel out."""
-    return (full["images"] - part["images"]) / max(1e-9, full["wall_s"] - part["wall_s"])
-
-
 # --- report ----------------------------------------------------------------------------------------
 def _words(captions: dict) -> str:
     values = list(captions.values())
@@ -271,7 +266,8 @@ def main() -> None:
         for k in beam_sizes:
             full, part = run_pipeline(args, include, work, k), run_pipeline(args, part_include, work, k, "-quarter")
             pipelines.append({**full, "part_images": part["images"], "part_wall_s": part["wall_s"],
-                              "marginal_per_s": marginal_rate(full, part)})
+                              "marginal_per_s": classic.marginal_rate(full["images"], full["wall_s"],
+                                                                     part["images"], part["wall_s"])})
         old = classic_in_child(args, ids[:args.classic_images], work)
         facts = {"model": args.model, "decoder": bundle["decoder"], "feature": bundle["consumes"][0],
                  "encoder": bundle["encoder"].get("name"), "data": args.data, "images": len(ids),

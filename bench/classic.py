@@ -104,6 +104,11 @@ def run_child(command: Sequence[str], log_path: str, cwd: str = ROOT, sample_tre
     return result
 
 
+def marginal_rate(images: int, seconds: float, part_images: int, part_seconds: float) -> float:
+    """Items/s of what a full run does beyond a partial one: fixed start-up costs cancel out."""
+    return (images - part_images) / max(1e-9, seconds - part_seconds)
+
+
 def log_tail(path: str, lines: int = 25) -> str:
     try:
         with open(path, errors="replace") as handle:

@@ -25,6 +25,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import classic  # noqa: E402  (bench/classic.py: shared benchmark helpers)
 
 
 def _images(data: str, limit: int) -> list:
@@ -92,10 +95,10 @@ def _in_child(method: str, encoder: str, count: int, data: str) -> dict:
 
 
 def _marginal(full: dict, part: dict) -> dict:
-    """The rate of the images the full run does beyond the partial one: start-up costs cancel out."""
-    seconds = full["images"] / full["images_per_s"] - part["images"] / part["images_per_s"]
-    return {"images_per_s": (full["images"] - part["images"]) / seconds, "wall_s": seconds,
-            "peak_rss_mb": full["peak_rss_mb"], "images": full["images"] - part["images"]}
+    """The start-up-excluded row: the images the full run does beyond the partial one, and their rate."""
+    full_s, part_s = (run["images"] / run["images_per_s"] for run in (full, part))
+    return {"images_per_s": classic.marginal_rate(full["images"], full_s, part["images"], part_s),
+            "wall_s": full_s - part_s, "peak_rss_mb": full["peak_rss_mb"], "images": full["images"] - part["images"]}
 
 
 def main() -> None:
