@@ -104,16 +104,26 @@ def corpus_bleu(list_of_references: Sequence[Sequence[Tokens]], hypotheses: Sequ
     return corpus_bleu_from_stats(sum_stats(sentence_stats(r, h) for r, h in zip(list_of_references, hypotheses)))
 
 
-def sentence_bleu(references: Sequence[Tokens], hypothesis: Tokens) -> float:
-    """Smoothed sentence BLEU-4 for showing one image; never use it to report a model.
+SMOOTHING_EPSILON = 0.1  # nltk's SmoothingFunction().method1
 
-    Unsmoothed BLEU-4 of one short caption is almost always ~0, so this uses
-    nltk's SmoothingFunction().method1 (0.1 added to zero match counts).
+
+def smoothed_bleu_from_stats(stats: Sequence[int], epsilon: float = SMOOTHING_EPSILON) -> float:
+    """Sentence BLEU-N of one sentence's statistics, smoothed as nltk's method1 (epsilon for a zero match count).
+
+    Unsmoothed BLEU-4 of one short caption is almost always ~0, so a sentence
+    score needs smoothing; a corpus score never gets it.
     """
-    from nltk.translate.bleu_score import SmoothingFunction
-    from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
+    max_order = (len(stats) - 2) // 2
+    matches, totals = stats[:max_order], stats[max_order:2 * max_order]
+    if matches[0] == 0:
+        return 0.0
+    log_precision = math.fsum(math.log((m or epsilon) / t) for m, t in zip(matches, totals)) / max_order
+    return brevity_penalty(stats[-1], stats[-2]) * math.exp(log_precision)
 
-    if not references:
-        raise ValueError("BLEU needs at least one reference per hypothesis")
-    return float(nltk_sentence_bleu([list(r) for r in references], list(hypothesis),
-                                    smoothing_function=SmoothingFunction().method1))
+
+def sentence_bleu(references: Sequence[Tokens], hypothesis: Tokens) -> float:
+    """Smoothed sentence BLEU-4 (nltk's `sentence_bleu` with method1) for showing one image or as a reward.
+
+    Never use it to report a model: that is corpus BLEU, unsmoothed.
+    """
+    return smoothed_bleu_from_stats(sentence_stats(references, hypothesis))

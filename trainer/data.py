@@ -254,8 +254,12 @@ class CaptionData:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
-    def images(self, split: str, batch_size: int) -> Iterator[Tuple[List[str], np.ndarray, List[List[List[str]]]]]:
-        """(image ids, stored features [B, ...] in the stored dtype, cleaned reference token lists) per batch."""
+    def images(self, split: str, batch_size: int,
+               shuffle_buffer: int = 0) -> Iterator[Tuple[List[str], np.ndarray, List[List[List[str]]]]]:
+        """(image ids, stored features [B, ...] in the stored dtype, cleaned reference token lists) per batch.
+
+        In file order, or shuffled (files, then a buffer of `shuffle_buffer` images) when that is > 1.
+        """
         key = FEATURE_KEYS[self.features.feature]
 
         def pick(serialized):
@@ -263,7 +267,8 @@ class CaptionData:
             joined = tf.strings.reduce_join(tf.sparse.to_dense(parsed[schema.CAPTIONS]), separator="\n")
             return parsed[schema.IMAGE_ID], parsed[key], joined
 
-        ds = self._records(split, shuffle=False).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = self._records(split, shuffle=shuffle_buffer > 1, record_buffer=shuffle_buffer)
+        ds = ds.map(pick, num_parallel_calls=tf.data.AUTOTUNE)
         for ids, raws, joined in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
             arrays = np.stack([schema.array_from_bytes(r, self.features.info) for r in raws])
             references = [[c.split() for c in j.decode("utf-8").split("\n") if c.strip()] for j in joined]

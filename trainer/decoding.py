@@ -47,6 +47,7 @@ class SequenceDecoder:
         self._only_pad = tf.constant(np.where(np.arange(self.vocab_size) == PAD_ID, 0.0, _NEG).astype(np.float32))
         self._greedy_fn = tf.function(self._greedy, reduce_retracing=True)
         self._beam_fn = tf.function(self._beam, reduce_retracing=True)
+        self._sample_fn = tf.function(self._sample, reduce_retracing=True)
 
     # --- public ---------------------------------------------------------------------------------
     def greedy(self, features: np.ndarray, max_length: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -63,6 +64,19 @@ class SequenceDecoder:
         tokens, scores = self._beam_fn(tf.convert_to_tensor(features, tf.float32), int(beam_size),
                                        tf.constant(int(max_length), tf.int32),
                                        tf.constant(float(length_penalty), tf.float32))
+        return tokens.numpy(), scores.numpy()
+
+    def sample(self, features: np.ndarray, samples_per_image: int, max_length: int,
+               seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """Captions drawn from the model's own distribution (same rules as above), for self-critical training.
+
+        Rows i*k .. i*k+k-1 are the k = `samples_per_image` samples of image i: token ids
+        [N*k, max_length+2] and total log-probabilities [N*k]. The same seed draws the same captions.
+        """
+        if samples_per_image < 1:
+            raise ValueError(f"samples_per_image must be >= 1, got {samples_per_image}")
+        tokens, scores = self._sample_fn(tf.convert_to_tensor(features, tf.float32), int(samples_per_image),
+                                         tf.constant(int(max_length), tf.int32), tf.constant(int(seed), tf.int32))
         return tokens.numpy(), scores.numpy()
 
     def decode(self, features: np.ndarray, beam_size: int = 1, max_length: int = 32,
@@ -85,7 +99,22 @@ class SequenceDecoder:
         return tf.where(positions == column, values[:, None], tokens)
 
     def _greedy(self, features, max_length):
-        n = tf.shape(features)[0]
+        # argmax of score + log p (not of log p): the very sums beam search ranks, so ties break alike
+        return self._extend(self.stepper.start(features), max_length,
+                            lambda t, candidates: tf.argmax(candidates, axis=-1, output_type=tf.int32))
+
+    def _sample(self, features, samples_per_image: int, max_length, seed):
+        state = {key: tf.repeat(value, samples_per_image, axis=0)
+                 for key, value in self.stepper.start(features).items()}
+
+        def draw(t, candidates):  # score + log p has the same softmax as log p: a draw from p
+            return tf.random.stateless_categorical(candidates, 1, seed=tf.stack([seed, t]),
+                                                   dtype=tf.int32)[:, 0]
+        return self._extend(state, max_length, draw)
+
+    def _extend(self, state, max_length, choose):
+        """One caption per state row, each next word picked by `choose(t, score + log p) -> ids`."""
+        n = tf.shape(state["h"])[0]
         width = max_length + 2
         tokens = tf.concat([tf.fill([n, 1], START_ID), tf.fill([n, width - 1], PAD_ID)], axis=1)
         scores = tf.zeros([n], tf.float32)
@@ -94,9 +123,8 @@ class SequenceDecoder:
         def body(t, state, tokens, scores, finished):
             log_probs, state = self._step_log_probs(state, tokens[:, t], t, max_length)
             log_probs = tf.where(finished[:, None], self._only_pad[None, :], log_probs)
-            # argmax of score + log p (not of log p): the very sums beam search ranks, so ties break alike
             candidates = scores[:, None] + log_probs
-            chosen = tf.argmax(candidates, axis=-1, output_type=tf.int32)
+            chosen = choose(t, candidates)
             scores = tf.gather(candidates, chosen, batch_dims=1)
             finished = finished | tf.equal(chosen, END_ID)
             return t + 1, state, self._write(tokens, t + 1, chosen), scores, finished
@@ -104,7 +132,6 @@ class SequenceDecoder:
         def cond(t, state, tokens, scores, finished):
             return (t <= max_length) & ~tf.reduce_all(finished)
 
-        state = self.stepper.start(features)
         _, _, tokens, scores, _ = tf.while_loop(cond, body, [tf.constant(0), state, tokens, scores, finished])
         return tokens, scores
 
