@@ -20,7 +20,7 @@ import keras
 
 from captioner import storage
 
-from trainer import bundle, data, evaluation, models, training
+from trainer import bundle, data, evaluation, models, self_critical, training
 
 log = logging.getLogger("trainer")
 
@@ -43,6 +43,7 @@ def run(config: Mapping, features: str, job_dir: str, devices: Optional[Sequence
     if eval_split not in EVAL_SPLITS:
         raise ValueError(f"eval split {eval_split!r} is not one of {', '.join(EVAL_SPLITS)}")
     train_cfg = config["train"]
+    self_critical_epochs = int(self_critical.settings(train_cfg)["self_critical_epochs"])
     started = time.time()
     strategy = training.make_strategy(train_cfg["strategy"], devices)  # first: no TF op may run before it
     own_work = work_dir is None
@@ -89,9 +90,19 @@ def run(config: Mapping, features: str, job_dir: str, devices: Optional[Sequence
 
         run_info = {"replicas": replicas, "global_batch": global_batch, "steps_per_epoch": steps,
                     "train_examples": counts["train"].examples}
-        history = training.fit(model, train_ds, val_ds, train_cfg, local_job, remote, run_info, verbose)
-        training.restore_best(model, local_job)
+        if self_critical_epochs and self_critical.has_started(local_job):
+            log.info("the cross-entropy epochs finished in an earlier run: going on with self-critical fine-tuning")
+            history = training.read_history(local_job)
+        else:
+            history = training.fit(model, train_ds, val_ds, train_cfg, local_job, remote, run_info, verbose)
+            training.restore_best(model, local_job)
         best = training.best_epoch(history)
+        scst_history = []
+        if self_critical_epochs:
+            scst_history = self_critical.fine_tune(model, strategy, caption_data, config, local_job,
+                                                   sync=lambda: training.sync_job(local_job, remote),
+                                                   verbose=training.verbosity(verbose))
+        scst_best = self_critical.best_epoch(scst_history)
 
         export_dir = bundle.export(model, os.path.join(local_job, "export"), config, folder)
         log.info("exported the bundle to %s", storage.join(job_dir, "export"))
@@ -113,6 +124,8 @@ def run(config: Mapping, features: str, job_dir: str, devices: Optional[Sequence
             "best_epoch": best and best["epoch"],
             "best_val_loss": best and best.get("val_loss"),
             "final_loss": history["epochs"][-1]["loss"] if history["epochs"] else None,
+            "self_critical_epochs_run": max(0, len(scst_history) - 1),
+            "self_critical_best_epoch": scst_best and scst_best["epoch"],
             "bleu": result and result["bleu"], "eval_split": eval_split if result else None,
             "seconds": round(time.time() - started, 1),
         }

@@ -294,10 +294,15 @@ def fit(model: keras.Model, train_ds, val_ds, train_cfg: Mapping, local_job: str
     callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(local_job, BACKUP)))
     if remote:
         callbacks.append(SyncToRemote(local_job, remote))
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbosity(verbose))
     return read_history(local_job)
+
+
+def verbosity(verbose: Optional[int]) -> int:
+    """Keras's progress setting: as given, else a live bar on a terminal and one line per epoch in a log file."""
+    if verbose is None:
+        return 1 if sys.stdout.isatty() else 2
+    return int(verbose)
 
 
 def restore_best(model: keras.Model, local_job: str) -> Optional[str]:

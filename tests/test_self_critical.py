@@ -1,0 +1,181 @@
+"""Self-critical fine-tuning: sampling, the leave-one-out baseline, the distributed step, and the job phase."""
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from captioner import bleu
+from tests.synthetic_features import write_synthetic_features
+from tests.test_trainer import tiny_config
+from trainer import bundle, data, decoding, evaluation, job, models, self_critical
+
+VOCAB = 9
+
+
+def _model(decoder="merge", shape=(6,), seed=3):
+    keras.utils.set_random_seed(seed)
+    return models.build_decoder(decoder, list(shape), vocab_size=VOCAB, embedding_dim=8, units=16)
+
+
+def _teacher_forced_log_probs(model, features, ids):
+    """Total log p of each row's tokens after START, up to and including END, from the whole-sequence model."""
+    logits = model({"features": features, "tokens": ids[:, :-1]}, training=False)
+    log_probs = tf.nn.log_softmax(logits).numpy()
+    picked = np.take_along_axis(log_probs, ids[:, 1:, None], axis=-1)[..., 0]
+    return np.sum(np.where(ids[:, 1:] != decoding.PAD_ID, picked, 0.0), axis=1)
+
+
+def test_advantages_are_each_reward_minus_the_mean_of_the_other_samples():
+    rewards = np.array([1.0, 0.0, 0.5, 0.2, 0.2, 0.2], np.float32)
+    result = self_critical.advantages(rewards, samples=3)
+    np.testing.assert_allclose(result, [0.75, -0.75, 0.0, 0.0, 0.0, 0.0], atol=1e-6)
+
+
+def _random_stats(rng, hypothesis_words, count=200):
+    words = "a b c d e f g".split()
+    references = [[list(rng.choice(words, rng.integers(6, 11))) for _ in range(3)] for _ in range(count)]
+    hypotheses = [list(rng.choice(words[:4], rng.integers(*hypothesis_words))) for _ in range(count)]
+    return np.array([bleu.sentence_stats(r, h) for r, h in zip(references, hypotheses)], np.float64)
+
+
+@pytest.mark.parametrize("hypothesis_words", [(3, 8), (9, 14)], ids=["corpus shorter", "corpus longer"])
+def test_rewards_are_each_captions_gain_in_log_corpus_bleu(hypothesis_words):
+    stats = _random_stats(np.random.default_rng(4), hypothesis_words)
+    gains = self_critical.corpus_bleu_gains(stats)
+    base = math.log(bleu.corpus_bleu_from_stats(stats.sum(axis=0).tolist())[3])
+    for i in range(8):  # a small extra share of sentence i moves log corpus BLEU-4 by gain_i / N per unit
+        moved = math.log(bleu.corpus_bleu_from_stats((stats.sum(axis=0) + 1e-4 * stats[i]).tolist())[3])
+        assert gains[i] == pytest.approx(len(stats) * (moved - base) / 1e-4, rel=1e-3, abs=1e-4)
+    # BLEU does not change when every count is scaled, so the gains of a corpus's own sentences sum to 0
+    assert abs(gains.sum()) < 1e-3
+
+
+def test_caption_stats_score_each_caption_against_its_own_image():
+    tokens = ["<pad>", "<unk>", "<start>", "<end>", "dog", "runs", "cat", "sleeps"]
+    references = [[["dog", "runs"]], [["cat", "sleeps"]]]
+    sampled = np.array([[2, 4, 5, 3], [2, 6, 7, 3], [2, 6, 7, 3], [2, 4, 3, 0]])
+    stats = self_critical.caption_stats(sampled, references, tokens, per_image=2)
+    expected = [bleu.sentence_stats(references[0], ["dog", "runs"]), bleu.sentence_stats(references[0], ["cat", "sleeps"]),
+                bleu.sentence_stats(references[1], ["cat", "sleeps"]), bleu.sentence_stats(references[1], ["dog"])]
+    np.testing.assert_array_equal(stats, expected)
+    gains = self_critical.corpus_bleu_gains(stats)
+    assert gains[0] > gains[1] and gains[2] > gains[3]
+
+
+def test_sampling_draws_from_the_model_and_scores_what_it_drew():
+    model = _model()
+    features = np.random.default_rng(0).random((2, 6), np.float32)
+    sampler = decoding.SequenceDecoder(model, VOCAB)
+    ids, scores = sampler.sample(features, samples_per_image=3000, max_length=5, seed=11)
+    assert ids.shape == (6000, 7) and (ids[:, 0] == decoding.START_ID).all()
+    generated = ids[:, 1:]
+    assert not np.isin(generated, [decoding.OOV_ID, decoding.START_ID]).any()
+    # after END only PAD; a caption may not run past max_length words without ending
+    ended = np.cumsum(generated == decoding.END_ID, axis=1) > 0
+    after_end = np.concatenate([np.zeros((len(ids), 1), bool), ended[:, :-1]], axis=1)
+    assert (generated[after_end] == decoding.PAD_ID).all() and ended[:, -1].all()
+    np.testing.assert_allclose(scores, _teacher_forced_log_probs(model, np.repeat(features, 3000, axis=0), ids),
+                               rtol=1e-4, atol=1e-4)
+    # the first word's frequencies follow the model's softmax over the words it may generate
+    first = model({"features": features, "tokens": np.full((2, 1), decoding.START_ID)}, training=False)[:, 0]
+    allowed = np.ones(VOCAB, bool)
+    allowed[[decoding.PAD_ID, decoding.OOV_ID, decoding.START_ID]] = False
+    for image in range(2):
+        p = np.where(allowed, np.exp(first[image].numpy()), 0.0)
+        p /= p.sum()
+        counts = np.bincount(ids[image * 3000:(image + 1) * 3000, 1], minlength=VOCAB)
+        assert np.all(np.abs(counts / 3000 - p) <= 4 * np.sqrt(p * (1 - p) / 3000) + 1e-9), (counts / 3000, p)
+    again, _ = sampler.sample(features, samples_per_image=3000, max_length=5, seed=11)
+    other, _ = sampler.sample(features, samples_per_image=3000, max_length=5, seed=12)
+    np.testing.assert_array_equal(again, ids)
+    assert (other != ids).any()
+
+
+def test_a_step_raises_the_log_probability_of_captions_with_positive_advantage():
+    model = _model("attention", (2, 2, 6))
+    features = np.random.default_rng(1).random((4, 2, 2, 6), np.float32)
+    ids = np.array([[2, 4, 5, 3, 0], [2, 6, 7, 8, 3], [2, 4, 5, 3, 0], [2, 6, 7, 8, 3]], np.int32)
+    advantage = np.array([1.0, -1.0, 1.0, -1.0], np.float32)
+    before = _teacher_forced_log_probs(model, features, ids)
+    step = self_critical.PolicyGradientStep(model, tf.distribute.get_strategy(), learning_rate=0.001)
+    for _ in range(3):
+        step(features, ids, advantage)
+    after = _teacher_forced_log_probs(model, features, ids)
+    assert np.dot(advantage, after) > np.dot(advantage, before) + 0.1  # the objective the step ascends
+    # for each image, the caption with the positive advantage gained on the other
+    assert (after[0::2] - after[1::2] > before[0::2] - before[1::2]).all()
+
+
+def test_a_step_on_two_replicas_equals_the_step_on_one():
+    rng = np.random.default_rng(2)
+    features = rng.random((8, 2, 2, 6), np.float32)
+    ids = np.concatenate([np.full((8, 1), decoding.START_ID), rng.integers(4, VOCAB, (8, 4)),
+                          np.full((8, 1), decoding.END_ID)], axis=1).astype(np.int32)
+    ids[::3, 3:] = decoding.PAD_ID  # rows of different lengths
+    ids[::3, 3] = decoding.END_ID
+    advantage = rng.normal(size=8).astype(np.float32)
+    weights, losses = {}, {}
+    for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
+        strategy = tf.distribute.MirroredStrategy(devices)
+        with strategy.scope():
+            model = _model("attention", (2, 2, 6))
+        step = self_critical.PolicyGradientStep(model, strategy, learning_rate=0.01)
+        losses[len(devices)] = [step(features, ids, advantage) for _ in range(2)]
+        weights[len(devices)] = model.get_weights()
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-5)  # the global loss, not a replica's share
+    for one, two in zip(weights[1], weights[2]):  # Adam magnifies float noise in ~0 gradients: 1% of a step
+        np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-4)
+
+
+def test_settings_refuse_values_that_cannot_work():
+    with pytest.raises(ValueError, match="self_critical_samples must be >= 2"):
+        self_critical.settings({"self_critical_samples": 1})
+    with pytest.raises(ValueError, match="self_critical_epochs must be >= 0"):
+        self_critical.settings({"self_critical_epochs": -1})
+    assert self_critical.settings({})["self_critical_epochs"] == 0
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("features"))
+    write_synthetic_features(folder, num_train=120, num_dev=24, num_test=24)
+    return folder
+
+
+def test_job_fine_tunes_exports_the_best_dev_epoch_and_resumes_without_retraining(synthetic, tmp_path):
+    # cross-entropy training stopped early, so sampled captions are still often wrong
+    config = tiny_config(epochs=2, self_critical_epochs=2, self_critical_learning_rate=0.003)
+    job_dir = str(tmp_path / "job")
+    first = job.run(config, synthetic, job_dir, devices=["/cpu:0"], eval_split="none", verbose=0)
+    history = self_critical.read_history(job_dir)
+    assert [e["epoch"] for e in history] == [0, 1, 2]
+    assert history[0]["note"] == "the cross-entropy model"
+    dev = [e["dev_bleu"][3] for e in history]
+    print(f"\ndev BLEU-4 by self-critical epoch: {dev}")
+    assert max(dev[1:]) > dev[0]  # sampled captions scored with BLEU teach the model
+    best = self_critical.best_epoch(history)
+    assert first.summary["self_critical_best_epoch"] == best["epoch"] == int(np.argmax(dev))
+    assert first.summary["self_critical_epochs_run"] == 2
+
+    # what was exported is the best dev epoch's weights
+    folder = data.open_features(synthetic, config["train"], cache_dir="unused")
+    captioner = bundle.Captioner.load(os.path.join(job_dir, "export"))
+    exported = evaluation.evaluate(captioner, data.CaptionData(folder, 12), "dev",
+                                   beam_size=config["caption"]["beam_size"],
+                                   length_penalty=config["caption"]["length_penalty"])
+    assert exported["bleu"]["bleu4"] == pytest.approx(best["dev_bleu"][3], abs=1e-6)
+
+    # asking for one more epoch resumes after epoch 2: no cross-entropy epoch runs again
+    with open(os.path.join(job_dir, "history.json")) as handle:
+        cross_entropy = json.load(handle)
+    second = job.run(tiny_config(epochs=2, self_critical_epochs=3, self_critical_learning_rate=0.003),
+                     synthetic, job_dir, devices=["/cpu:0"], eval_split="none", verbose=0)
+    with open(os.path.join(job_dir, "history.json")) as handle:
+        assert json.load(handle) == cross_entropy
+    resumed = self_critical.read_history(job_dir)
+    assert [e["epoch"] for e in resumed] == [0, 1, 2, 3] and resumed[:3] == history
+    assert second.summary["self_critical_epochs_run"] == 3
