@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from captioner import bleu
+from captioner import bleu, storage
 from tests.synthetic_features import write_synthetic_features
 from tests.test_trainer import tiny_config
 from trainer import bundle, data, decoding, evaluation, job, models, self_critical
@@ -179,3 +179,19 @@ def test_job_fine_tunes_exports_the_best_dev_epoch_and_resumes_without_retrainin
     resumed = self_critical.read_history(job_dir)
     assert [e["epoch"] for e in resumed] == [0, 1, 2, 3] and resumed[:3] == history
     assert second.summary["self_critical_epochs_run"] == 3
+
+
+def test_a_gcs_job_resumes_self_critical_epochs_without_retraining(gcs_folder):
+    features, job_dir = f"{gcs_folder}/features", f"{gcs_folder}/jobs/scst"
+    write_synthetic_features(features, num_train=24, num_dev=8, num_test=8, num_shards=1)
+    config = tiny_config(epochs=1, batch_size=8, self_critical_epochs=1)
+    job.run(config, features, job_dir, eval_split="none", verbose=0)
+    assert storage.exists(f"{job_dir}/{self_critical.HISTORY}") and storage.exists(f"{job_dir}/export/decoder.keras")
+    cross_entropy = storage.read_text(f"{job_dir}/history.json")
+    # a new machine (an empty local work dir) brings the job down and goes on after self-critical epoch 1
+    config["train"]["self_critical_epochs"] = 2
+    result = job.run(config, features, job_dir, eval_split="none", verbose=0)
+    assert storage.read_text(f"{job_dir}/history.json") == cross_entropy
+    history = json.loads(storage.read_text(f"{job_dir}/{self_critical.HISTORY}"))["epochs"]
+    assert [e["epoch"] for e in history] == [0, 1, 2]
+    assert result.summary["self_critical_epochs_run"] == 2 and result.summary["runs"] == 1

@@ -57,7 +57,7 @@ def run(config: Mapping, features: str, job_dir: str, devices: Optional[Sequence
     os.makedirs(local_job, exist_ok=True)
     try:
         if remote:
-            training.fetch_remote_job(remote, local_job)
+            training.fetch_remote_job(remote, local_job, progress_files=[self_critical.HISTORY])
         # the global seed joins the op seeds of tf.data's shuffles: set it before any dataset exists
         keras.utils.set_random_seed(int(train_cfg.get("seed", 0)))
         folder = data.open_features(features, train_cfg, os.path.join(work, "features"))

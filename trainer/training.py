@@ -144,11 +144,14 @@ def backup_epoch(local_job: str) -> int:
         return int(json.load(handle).get("epoch", 0))
 
 
-def fetch_remote_job(remote: str, local_job: str) -> int:
-    """Brings a gs:// job folder down when it holds a backup (so resume works); returns its epoch."""
-    if storage.exists(storage.join(remote, BACKUP, BACKUP_METADATA)):
-        log.info("found a backup in %s: copying the job folder down to resume", remote)
-        storage.copy_folder_to_local(remote, local_job)
+def fetch_remote_job(remote: str, local_job: str, progress_files: Sequence[str] = ()) -> int:
+    """Brings a gs:// job folder down when it holds a backup or one of `progress_files` (relative paths of
+    later phases' progress), so that resume works; returns the backup's epoch."""
+    for relative in (os.path.join(BACKUP, BACKUP_METADATA), *progress_files):
+        if storage.exists(storage.join(remote, *relative.split(os.sep))):
+            log.info("found %s in %s: copying the job folder down to resume", relative, remote)
+            storage.copy_folder_to_local(remote, local_job)
+            break
     return backup_epoch(local_job)
 
 
