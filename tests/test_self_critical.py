@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from captioner import bleu, storage
 from tests.synthetic_features import write_synthetic_features
-from tests.test_trainer import tiny_config
+from tests.test_trainer import synthetic, tiny_config  # noqa: F401 (synthetic is a fixture)
 from trainer import bundle, data, decoding, evaluation, job, models, self_critical
 
 VOCAB = 9
@@ -59,8 +59,8 @@ def test_caption_stats_score_each_caption_against_its_own_image():
     references = [[["dog", "runs"]], [["cat", "sleeps"]]]
     sampled = np.array([[2, 4, 5, 3], [2, 6, 7, 3], [2, 6, 7, 3], [2, 4, 3, 0]])
     stats = self_critical.caption_stats(sampled, references, tokens, per_image=2)
-    expected = [bleu.sentence_stats(references[0], ["dog", "runs"]), bleu.sentence_stats(references[0], ["cat", "sleeps"]),
-                bleu.sentence_stats(references[1], ["cat", "sleeps"]), bleu.sentence_stats(references[1], ["dog"])]
+    expected = [bleu.sentence_stats(references[image], words) for image, words in
+                ((0, ["dog", "runs"]), (0, ["cat", "sleeps"]), (1, ["cat", "sleeps"]), (1, ["dog"]))]
     np.testing.assert_array_equal(stats, expected)
     gains = self_critical.corpus_bleu_gains(stats)
     assert gains[0] > gains[1] and gains[2] > gains[3]
@@ -137,13 +137,6 @@ def test_settings_refuse_values_that_cannot_work():
     with pytest.raises(ValueError, match="self_critical_epochs must be >= 0"):
         self_critical.settings({"self_critical_epochs": -1})
     assert self_critical.settings({})["self_critical_epochs"] == 0
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("features"))
-    write_synthetic_features(folder, num_train=120, num_dev=24, num_test=24)
-    return folder
 
 
 def test_job_fine_tunes_exports_the_best_dev_epoch_and_resumes_without_retraining(synthetic, tmp_path):

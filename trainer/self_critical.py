@@ -49,6 +49,7 @@ FOLDER = "self_critical"
 HISTORY = os.path.join(FOLDER, "history.json")
 LAST_WEIGHTS = os.path.join(FOLDER, "last.weights.h5")
 BEST_WEIGHTS = os.path.join(FOLDER, "best.weights.h5")
+STATS_SIZE = 2 * bleu.MAX_ORDER + 2  # captioner.bleu's sentence statistics: matches, counts, lengths
 DEFAULTS = {"self_critical_epochs": 0, "self_critical_samples": 5, "self_critical_learning_rate": 5e-5}
 
 
@@ -80,13 +81,16 @@ def read_history(local_job: str) -> List[dict]:
 
 def caption_stats(ids: np.ndarray, references: Sequence[Sequence[Sequence[str]]], tokens: Sequence[str],
                   per_image: int = 1) -> np.ndarray:
-    """BLEU statistics [N, 10] of captions as token ids (rows i*per_image .. are image i's) against its references."""
+    """BLEU statistics [N, STATS_SIZE] of token-id captions.
+
+    Rows i*per_image .. are image i's, each scored against image i's references.
+    """
     return np.array([bleu.sentence_stats(references[row // per_image], decoding.ids_to_words(row_ids, tokens))
                      for row, row_ids in enumerate(ids)], np.float64)
 
 
 def corpus_bleu_gains(stats: np.ndarray) -> np.ndarray:
-    """d log(corpus BLEU-4) / d(sentence i's share), from sentence statistics [N, 10] (captioner.bleu's layout).
+    """d log(corpus BLEU-4) / d(sentence i's share), from sentence statistics [N, STATS_SIZE].
 
     log BLEU-4 = 1/4 sum_n (log M_n - log T_n) + min(0, 1 - R/H) over the corpus totals of clipped
     matches M_n, n-gram counts T_n, hypothesis length H and closest reference length R. Its change when
@@ -154,7 +158,7 @@ class PolicyGradientStep:
 def dev_bleu(decoder: decoding.SequenceDecoder, caption_data, decoding_args: Mapping,
              batch_size: int) -> List[float]:
     """Corpus BLEU-1..4 on the dev split with the configured caption decoding."""
-    stats = np.zeros(10)
+    stats = np.zeros(STATS_SIZE)
     for _, arrays, refs in caption_data.images("dev", batch_size):
         arrays, refs = _with_references(arrays, refs)
         if refs:
@@ -205,9 +209,11 @@ def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data
                      100 * history[0]["dev_bleu"][3])
 
     step = PolicyGradientStep(model, strategy, cfg["self_critical_learning_rate"])
+    train_images = caption_data.count("train").images  # one pass over the records: once, not every epoch
     for epoch in range(history[-1]["epoch"] + 1, epochs + 1):
         started = time.time()
-        sampled_bleu = _epoch(decoder, step, caption_data, train_cfg, decoding_args["max_length"], epoch, verbose)
+        sampled_bleu = _epoch(decoder, step, caption_data, train_cfg, int(cfg["self_critical_samples"]),
+                              train_images, decoding_args["max_length"], epoch, verbose)
         score = score_dev()
         best = best_epoch(history)
         improved = score is None or not best.get("dev_bleu") or score[3] > best["dev_bleu"][3]
@@ -226,14 +232,13 @@ def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data
 
 
 def _epoch(decoder: decoding.SequenceDecoder, step: PolicyGradientStep, caption_data, train_cfg: Mapping,
-           max_length: int, epoch: int, verbose: int) -> List[float]:
+           samples: int, train_images: int, max_length: int, epoch: int, verbose: int) -> List[float]:
     """One pass over the train images; returns the corpus BLEU-1..4 of the captions it sampled."""
-    samples = int(settings(train_cfg)["self_critical_samples"])
     tokens, info = caption_data.features.tokens, caption_data.features.info
     images_per_step = int(train_cfg["batch_size"]) * step.strategy.num_replicas_in_sync
     seed = int(train_cfg.get("seed", 0)) * 1_000_003 + epoch * 10_007
-    sampled_stats = np.zeros(10)
-    progress = keras.utils.Progbar(caption_data.count("train").images, verbose=verbose, unit_name="image")
+    sampled_stats = np.zeros(STATS_SIZE)
+    progress = keras.utils.Progbar(train_images, verbose=verbose, unit_name="image")
     for draw, (_, arrays, refs) in enumerate(caption_data.images("train", images_per_step, shuffle_buffer=2000)):
         progress_images = len(arrays)
         arrays, refs = _with_references(arrays, refs)

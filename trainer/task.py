@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m trainer.task",
         description="Trains a caption decoder (merge | init_lstm | attention, from train.decoder) on extracted\n"
-                    "features with tf.distribute, resumes after interruptions, exports a captioner bundle\n"
+                    "features with tf.distribute, optionally fine-tunes it on its own sampled captions\n"
+                    "(train.self_critical_epochs), resumes after interruptions, exports a captioner bundle\n"
                     "and scores it with corpus BLEU.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     config_lib.add_config_flags(parser)
