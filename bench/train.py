@@ -9,7 +9,8 @@ RSS, os.wait4's ru_maxrss, is its own), on the same merge model (embedding 256, 
                  prefix -> next-word sample of every caption (pad_sequences, to_categorical targets),
                  categorical cross-entropy, Adam, one image's samples per batch; dev loss likewise
   (b) trainer  - python -m trainer.task --config flickr8k with train.decoder=merge, train.features=pooled,
-                 embedding/units 256, label_smoothing 0 (whole captions in tf.data, masked loss)
+                 embedding/units 256, label_smoothing 0, no self-critical epochs (whole captions in
+                 tf.data, masked loss)
 and greedy decoding, on the weights (b) exported:
   (c) classic  - the tutorials' generate_desc loop: one model.predict call per word per image, batch 1
   (d) trainer  - trainer.bundle.Captioner.caption_features, batched greedy search, batches of 64
@@ -193,7 +194,9 @@ def in_child(measure: str, work: str, **options) -> dict:
 # --- (b) the trainer, in a child -------------------------------------------------------------------
 def trainer_command(features: str, job_dir: str, epochs: int, extra_sets) -> list:
     sets = ["train.decoder=merge", "train.features=pooled", f"train.embedding_dim={UNITS}", f"train.units={UNITS}",
-            "train.label_smoothing=0", f"train.epochs={epochs}", *extra_sets]
+            "train.label_smoothing=0", f"train.epochs={epochs}",
+            "train.self_critical_epochs=0",  # the classic method has no such phase: compare the epochs alone
+            *extra_sets]
     command = [sys.executable, "-m", "trainer.task", "--config", "flickr8k"]
     for item in sets:
         command += ["--set", item]
