@@ -13,15 +13,10 @@ from typing import Dict, List, Optional, Tuple
 from apache_beam.io.filesystems import FileSystems
 
 from captioner import storage
+from captioner.layout import SPLIT_FILES
 
 TOKEN_FORMAT = "flickr8k-token"
 CSV_FORMAT = "csv"
-
-SPLIT_FILES = {
-    "train": "Flickr_8k.trainImages.txt",
-    "dev": "Flickr_8k.devImages.txt",
-    "test": "Flickr_8k.testImages.txt",
-}
 
 
 class CaptionFileError(ValueError):

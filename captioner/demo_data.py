@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 from PIL import Image, ImageDraw
 
 from captioner import storage
+from captioner.layout import SPLIT_FILES
 
 IMAGE_SIZE = 64
 COLOURS = {
@@ -39,8 +40,6 @@ RELATIONS = {"horizontal": ("left", "right", "to the left of", "to the right of"
              "vertical": ("top", "bottom", "above", "below")}
 CAPTIONS_FILE = "captions.txt"
 IMAGES_DIR = "images"
-SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
-               "test": "Flickr_8k.testImages.txt"}
 SPLIT_FRACTIONS = (0.70, 0.15)  # train, dev; test takes the rest
 CANONICAL_PER_IMAGE, CAPTIONS_PER_IMAGE = 3, 5
 _JITTER, _COLOUR_JITTER = 1, 4  # small: the thumbnail encoder sees 8x8-pixel cells

@@ -9,18 +9,11 @@ import json
 from typing import Mapping, Optional
 
 from captioner import schema, storage
-
-MANIFEST_FILE = "manifest.json"
-VOCABULARY_FILE = "vocabulary.txt"
-DEAD_LETTER_FILE = "dead_letter.jsonl"
+from captioner.layout import DEAD_LETTER_FILE, MANIFEST_FILE, VOCABULARY_FILE, shard_prefix
 
 
 class ManifestError(ValueError):
     """The features folder does not hold what the caller needs."""
-
-
-def shard_prefix(split: str) -> str:
-    return f"{split}/records"
 
 
 def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int],

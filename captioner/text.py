@@ -16,6 +16,7 @@ OOV = "<unk>"
 START = "<start>"
 END = "<end>"
 SPECIAL_TOKENS = (PAD, OOV, START, END)
+PAD_ID, OOV_ID, START_ID, END_ID = range(len(SPECIAL_TOKENS))  # ids in the decoder's token table
 
 _PUNCTUATION = re.compile(r"[^\w\s]")
 

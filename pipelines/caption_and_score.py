@@ -18,10 +18,11 @@ from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from captioner import bundle, captions, schema, storage
 from captioner import config as configs
-from captioner import captions, schema, storage
-from pipelines import caption_report, captioning, launch
-from trainer.bundle import BUNDLE_FILE
+from captioner.layout import BLEU_JSON, CAPTIONS_JSONL, REPORT_HTML
+from pipelines import launch
+from pipelines.caption import graph
 
 
 def parse_args(argv: Optional[List[str]]):
@@ -53,29 +54,18 @@ def parse_args(argv: Optional[List[str]]):
     return parser.parse_known_args(argv)
 
 
-def read_bundle(model: str) -> dict:
-    path = storage.join(model, BUNDLE_FILE)
-    if not storage.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: --model must be the export folder the trainer wrote "
-                                "(JOB_DIR/export)")
-    return json.loads(storage.read_text(path))
-
-
-def settings_from(args) -> captioning.CaptionSettings:
-    cfg = configs.load(args.config, args.overrides)
-    decode = cfg["caption"]
+def settings_from(args) -> graph.CaptionSettings:
+    """Merges the config file, overrides and the decoding flags (which win), and reads the bundle's info."""
     if (args.references or args.include) and args.features:
         raise ValueError("--references and --include go with --images; with --features the split chooses the "
                          "images and the stored captions are the references")
-    return captioning.CaptionSettings(
-        model=args.model, output=args.output, bundle=read_bundle(args.model), images=args.images,
-        features=args.features, split=args.split, references=args.references,
-        include=captions.read_split_ids(args.include) if args.include else None,
-        beam_size=args.beam_size or int(decode["beam_size"]),
-        length_penalty=decode["length_penalty"] if args.length_penalty is None else args.length_penalty,
-        max_length=args.max_length or int(decode["max_length"]),
-        batch_size=args.batch_size or int(decode["batch_size"]), threads=args.threads,
-        max_pixels=int(cfg["extract"]["max_pixels"]))
+    flags = {name: getattr(args, name) for name in ("beam_size", "length_penalty", "max_length", "batch_size")
+             if getattr(args, name) is not None}
+    config = configs.load(args.config, args.overrides).with_values("the decoding flags", caption=flags)
+    return graph.CaptionSettings(
+        model=args.model, output=args.output, bundle=bundle.read_info(args.model), config=config,
+        images=args.images, features=args.features, split=args.split, references=args.references,
+        include=captions.read_split_ids(args.include) if args.include else None, threads=args.threads)
 
 
 def run(argv: Optional[List[str]] = None) -> dict:
@@ -83,9 +73,9 @@ def run(argv: Optional[List[str]] = None) -> dict:
     args, beam_args = parse_args(argv)
     settings = settings_from(args)
     started = time.time()
-    if not launch.run_to_completion(lambda p: captioning.build_pipeline(p, settings), PipelineOptions(beam_args)):
+    if not launch.run_to_completion(lambda p: graph.build_pipeline(p, settings), PipelineOptions(beam_args)):
         return {}
-    summary = json.loads(storage.read_text(storage.join(args.output, caption_report.BLEU_JSON)))
+    summary = json.loads(storage.read_text(storage.join(args.output, BLEU_JSON)))
     print(describe(summary, args.output, time.time() - started))
     return summary
 
@@ -96,8 +86,8 @@ def describe(summary: dict, output: str, seconds: float) -> str:
     scores = ("BLEU-1..4 " + " / ".join(f"{100 * b:.1f}" for b in bleu)) if bleu else "no references: not scored"
     return (f"captioned {counts['captioned']} of {counts['images_matched']} images in {seconds:.0f} s "
             f"({counts['dead_letters']} dead letters, {counts['without_references']} without references); {scores}\n"
-            f"captions: {storage.join(output, caption_report.CAPTIONS_JSONL)}\n"
-            f"gallery:  {storage.join(output, caption_report.REPORT_HTML)}")
+            f"captions: {storage.join(output, CAPTIONS_JSONL)}\n"
+            f"gallery:  {storage.join(output, REPORT_HTML)}")
 
 
 def main() -> None:

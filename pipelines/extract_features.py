@@ -19,7 +19,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from captioner import config as configs
 from captioner import encoders, manifest, storage
-from pipelines import extraction, launch
+from captioner.layout import DEAD_LETTER_FILE, MANIFEST_FILE
+from pipelines import launch
+from pipelines.extract import graph
 
 
 def parse_args(argv: Optional[List[str]]):
@@ -44,16 +46,14 @@ def parse_args(argv: Optional[List[str]]):
     return parser.parse_known_args(argv)
 
 
-def settings_from(args) -> extraction.ExtractSettings:
+def settings_from(args) -> graph.ExtractSettings:
     """Merges the config file, overrides and flags, and loads the encoder once to validate it and read its identity."""
-    cfg = configs.load(args.config, args.overrides)["extract"]
-    encoder = encoders.load_encoder(args.encoder or cfg["encoder"], weights=args.weights or cfg["weights"],
-                                    spatial=bool(cfg["spatial"]), num_threads=1)
-    return extraction.ExtractSettings(
+    flags = {key: value for key, value in (("encoder", args.encoder), ("weights", args.weights)) if value}
+    cfg = configs.load(args.config, args.overrides).with_values("--encoder/--weights", extract=flags).extract
+    encoder = encoders.load_encoder(cfg.encoder, weights=cfg.weights, spatial=cfg.spatial, num_threads=1)
+    return graph.ExtractSettings(
         images=args.images, output=args.output, captions=args.captions, splits=args.splits,
-        encoder_identity=encoder.identity, feature_info=encoder.feature_info(),
-        batch_size=int(cfg["batch_size"]), num_shards=int(cfg["num_shards"]),
-        min_word_count=int(cfg["min_word_count"]), max_pixels=int(cfg["max_pixels"]),
+        encoder_identity=encoder.identity, feature_info=encoder.feature_info(), config=cfg,
         encoder_threads=args.encoder_threads)
 
 
@@ -63,7 +63,7 @@ def run(argv: Optional[List[str]] = None) -> dict:
     settings = settings_from(args)
     logging.info("extracting %s with %s -> %s", args.images, settings.encoder_identity["name"], args.output)
     started = time.time()
-    if not launch.run_to_completion(lambda p: extraction.build_pipeline(p, settings), PipelineOptions(beam_args)):
+    if not launch.run_to_completion(lambda p: graph.build_pipeline(p, settings), PipelineOptions(beam_args)):
         return {}
     written = manifest.read(args.output)
     print(summary(written, args.output, time.time() - started))
@@ -73,10 +73,10 @@ def run(argv: Optional[List[str]] = None) -> dict:
 def summary(written: dict, output: str, seconds: float) -> str:
     counts = ", ".join(f"{split} {n}" for split, n in written["counts"].items())
     return (f"extracted {written['images_matched']} images in {seconds:.0f} s: {counts}; "
-            f"dead letters {written['dead_letters']} ({storage.join(output, manifest.DEAD_LETTER_FILE)}); "
+            f"dead letters {written['dead_letters']} ({storage.join(output, DEAD_LETTER_FILE)}); "
             f"vocabulary {written['vocabulary']['size']} words; "
             f"captions without an image {written['captions_without_images']['count']}\n"
-            f"manifest: {storage.join(output, manifest.MANIFEST_FILE)}\n"
+            f"manifest: {storage.join(output, MANIFEST_FILE)}\n"
             f"encoder: {json.dumps(written['encoder'])}")
 
 

@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
 # Quickstart command one: create or reuse .venv, install, and run all three stages on the generated demo set.
 source "$(dirname "$0")/venv.sh" ""
-exec .venv/bin/python -m pipelines.end_to_end --demo "$@"
+exec .venv/bin/python -m tools.end_to_end --demo "$@"

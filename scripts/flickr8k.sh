@@ -10,4 +10,4 @@ for arg in "$@"; do
   esac
 done
 if [ -z "$DATA" ]; then echo "usage: bash scripts/flickr8k.sh DATA=<flickr8k folder> [ENCODER=<name or .tflite path>] [flags]" >&2; exit 2; fi
-exec .venv/bin/python -m pipelines.end_to_end --data "$DATA" --config flickr8k ${ENCODER:+--encoder "$ENCODER"} "${rest[@]}"
+exec .venv/bin/python -m tools.end_to_end --data "$DATA" --config flickr8k ${ENCODER:+--encoder "$ENCODER"} "${rest[@]}"

@@ -16,6 +16,13 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
+def in_process_pipeline():
+    """A TestPipeline on Beam's in-process FnApiRunner (no Prism download, deterministic), for transform tests."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+    return TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+
+
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DIR = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
 
@@ -69,3 +76,12 @@ def shared_dir():
 @pytest.fixture(scope="session")
 def mobilenet_v1_tflite(shared_dir):
     return os.path.join(shared_dir, "models", "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A synthetic features folder (120 / 24 / 24 images) whose captions follow from its features."""
+    from tests.synthetic_features import write_synthetic_features
+    folder = str(tmp_path_factory.mktemp("features"))
+    write_synthetic_features(folder, num_train=120, num_dev=24, num_test=24)
+    return folder

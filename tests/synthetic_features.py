@@ -22,6 +22,7 @@ from typing import List, Tuple
 import numpy as np
 import tensorflow as tf
 
+from captioner import config as config_lib
 from captioner import manifest as manifest_lib
 from captioner import schema, storage, text
 
@@ -133,3 +134,17 @@ def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 2
         storage.copy_folder_from_local(staging, folder)
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def tiny_config(**train) -> config_lib.Config:
+    """The local config with a decoder small enough to learn the synthetic set in seconds."""
+    values = dict(decoder="attention", features="spatial", embedding_dim=16, units=32, dropout=0.0,
+                  max_length=12, batch_size=16, epochs=6, learning_rate=0.01, lr_schedule="cosine",
+                  warmup_epochs=0, label_smoothing=0.0, early_stopping_patience=3, strategy="mirrored",
+                  shuffle_buffer=256, sort_window_batches=2, seed=7)
+    return config_lib.load("local").with_values("tiny_config", train={**values, **train}, caption={"batch_size": 64})
+
+
+def overrides(config: config_lib.Config) -> list:
+    """`--set train.K=V` flags that give a trainer process the same train section."""
+    return [arg for key, value in config.to_dict()["train"].items() for arg in ("--set", f"train.{key}={value}")]

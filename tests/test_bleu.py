@@ -10,12 +10,12 @@ import warnings
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that
 from nltk.translate import bleu_score as nltk_bleu
 
 from captioner import bleu
-from pipelines.bleu_combine import CorpusBleuFn
+from pipelines.caption.bleu_combine import CorpusBleuFn
+from tests.conftest import in_process_pipeline
 
 WEIGHTS = [(1.0,), (1 / 2, 1 / 2), (1 / 3, 1 / 3, 1 / 3), (1 / 4, 1 / 4, 1 / 4, 1 / 4)]
 VOCAB = ["a", "dog", "runs", "on", "the", "grass"]
@@ -179,7 +179,7 @@ def test_beam_combine_globally_equals_nltk():
         assert out["hypothesis_length"] == sum(len(h) for h in hyps)
         assert out["reference_length"] == sum(nltk_bleu.closest_ref_length(r, len(h)) for r, h in pairs)
 
-    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+    with in_process_pipeline() as p:
         scores = p | beam.Create(pairs) | beam.CombineGlobally(CorpusBleuFn())
         assert_that(scores, matches_nltk)
 
@@ -188,6 +188,6 @@ def test_beam_combine_globally_on_empty_input():
     def is_empty_score(outputs):
         assert outputs == [{"bleu": [0.0] * 4, "sentences": 0, "hypothesis_length": 0, "reference_length": 0}]
 
-    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+    with in_process_pipeline() as p:
         scores = p | beam.Create([], reshuffle=False) | beam.CombineGlobally(CorpusBleuFn())
         assert_that(scores, is_empty_score)

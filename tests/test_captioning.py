@@ -12,6 +12,8 @@ from captioner import demo_data, storage, text
 from pipelines import caption_and_score, extract_features
 from trainer import task
 
+pytestmark = pytest.mark.slow  # every test here runs a pipeline, and most train a decoder
+
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
 TINY_TRAINING = ["--set", "train.epochs=4", "--set", "train.units=32", "--set", "train.embedding_dim=16",
                  "--set", "train.batch_size=32"]

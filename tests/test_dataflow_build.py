@@ -1,6 +1,5 @@
 """The pipelines build for Dataflow (validated by the runner, not submitted), and --setup_file ships every module."""
 import os
-import sys
 import tarfile
 
 import apache_beam as beam
@@ -9,7 +8,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.stager import Stager
 
 from captioner import encoders
-from pipelines import captioning, extraction
+from pipelines.caption import graph as caption_graph
+from pipelines.extract import graph as extract_graph
+from tests import import_graph
 from tests.conftest import PROJECT_ROOT
 
 DATAFLOW_FLAGS = [
@@ -21,7 +22,7 @@ DATAFLOW_FLAGS = [
 
 def _extraction_graph(pipeline):
     encoder = encoders.load_encoder("thumbnail", spatial=True)
-    extraction.build_pipeline(pipeline, extraction.ExtractSettings(
+    extract_graph.build_pipeline(pipeline, extract_graph.ExtractSettings(
         images="gs://my-bucket/images/*.jpg", output="gs://my-bucket/features",
         captions=None, splits=None, encoder_identity=encoder.identity, feature_info=encoder.feature_info()))
 
@@ -29,7 +30,7 @@ def _extraction_graph(pipeline):
 def _caption_graph(pipeline):
     encoder = encoders.load_encoder("thumbnail", spatial=True)
     bundle = {"decoder": "attention", "encoder": encoder.identity, "features": encoder.feature_info()}
-    captioning.build_pipeline(pipeline, captioning.CaptionSettings(
+    caption_graph.build_pipeline(pipeline, caption_graph.CaptionSettings(
         model="gs://my-bucket/jobs/run1/export", output="gs://my-bucket/captions", bundle=bundle,
         images="gs://my-bucket/new-photos/**"))
 
@@ -37,6 +38,7 @@ def _caption_graph(pipeline):
 GRAPHS = {"extract_features": _extraction_graph, "caption_and_score": _caption_graph}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_pipeline_builds_under_dataflow_runner_without_submitting(name):
     pipeline = beam.Pipeline(options=PipelineOptions(DATAFLOW_FLAGS))
@@ -49,20 +51,18 @@ def test_pipeline_builds_under_dataflow_runner_without_submitting(name):
     assert any("Write" in label for label in labels), sorted(labels)[:20]
 
 
+@pytest.mark.slow
 def test_setup_file_sdist_holds_every_project_module_the_workers_import(tmp_path):
-    for graph in GRAPHS.values():
-        graph(beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])))
-    project_modules = {
-        os.path.relpath(module.__file__, PROJECT_ROOT)
-        for module in list(sys.modules.values())
-        if getattr(module, "__file__", None) and os.path.abspath(module.__file__).startswith(PROJECT_ROOT + os.sep)
-        and "/tests/" not in module.__file__ and "/.venv/" not in module.__file__
-    }
-    assert {"captioner/encoders.py", "pipelines/extraction.py", "pipelines/captioning.py",
-            "trainer/bundle.py", "captioner/schema.py"} <= project_modules
+    graph = import_graph.build_graph()
+    modules = import_graph.project_modules()
+    entry_points = ["pipelines.extract_features", "pipelines.caption_and_score"]
+    needed = {module for entry in entry_points for module in import_graph.reachable(graph, entry) | {entry}}
+    files = {os.path.relpath(modules[module], PROJECT_ROOT) for module in needed}
+    assert {"captioner/encoders/registry.py", "pipelines/extract/graph.py", "pipelines/caption/graph.py",
+            "captioner/bundle.py", "captioner/schema.py", "captioner/decoder/search.py"} <= files
     sdist = Stager._build_setup_package(os.path.join(PROJECT_ROOT, "setup.py"), str(tmp_path))
     with tarfile.open(sdist) as archive:
         shipped = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    missing = sorted(project_modules - shipped)
-    assert not missing, f"modules imported by the pipelines but absent from the --setup_file sdist: {missing}"
+    missing = sorted(files - shipped)
+    assert not missing, f"modules the pipelines import but absent from the --setup_file sdist: {missing}"
     assert {"configs/local.yaml", "configs/flickr8k.yaml", "configs/dataflow.yaml"} <= shipped

@@ -1,24 +1,17 @@
 """The deployment files hold together, checked without the cloud and without Docker.
 
 cloudbuild.yaml (step ids, waitFor, substitutions, the files and images it names), the Dockerfiles
-(COPY sources, `pip check`, entry points, the Beam version against setup.py), .dockerignore, the Flex
-Template metadata against the pipelines' flags, and the wheel and sdist that Dataflow workers and the
-images install: every module and shipped config must be in them.
+(COPY sources, `pip check`, entry points, the Beam version against setup.py), .dockerignore and the Flex
+Template metadata against the pipelines' flags. The wheel and the sdist: test_packaging.py.
 """
 from __future__ import annotations
 
 import fnmatch
 import glob
-import importlib.util
 import json
 import os
 import re
 import shlex
-import shutil
-import subprocess
-import sys
-import tarfile
-import zipfile
 
 import pytest
 import yaml
@@ -43,9 +36,8 @@ def _read(relative: str) -> str:
 
 
 def _require(relative: str) -> str:
-    """The file's text, or a skip naming the file that is not written yet."""
-    if not os.path.isfile(_path(relative)):
-        pytest.skip(f"{relative} does not exist (yet)")
+    """The file's text; a missing file fails the test, naming it."""
+    assert os.path.isfile(_path(relative)), f"{relative} does not exist, but the deployment files name it"
     return _read(relative)
 
 
@@ -116,8 +108,7 @@ def test_ci_script_exists(cloudbuild):
     test_steps = [s for s in cloudbuild["steps"] if any(CI_SCRIPT in t for t in _step_strings(s))]
     assert test_steps and all(s["name"].startswith("python:3.11") for s in test_steps), \
         "the test step should run .ci/run in a python:3.11 image"
-    if not os.path.isfile(_path(CI_SCRIPT)):
-        pytest.skip(f"{CI_SCRIPT} does not exist (yet)")
+    _require(CI_SCRIPT)
 
 
 def _docker_build_tags(cloudbuild) -> dict:
@@ -245,9 +236,8 @@ def test_beam_image_is_a_worker_and_a_launcher(cloudbuild):
     pipelines = {default} | {args["PIPELINE"] for _, dockerfile, args in _docker_build_tags(cloudbuild).values()
                              if dockerfile == "docker/beam.Dockerfile" and "PIPELINE" in args}
     assert pipelines == {"extract_features", "caption_and_score"}
-    missing = sorted(f"pipelines/{name}.py" for name in pipelines if not os.path.isfile(_path(f"pipelines/{name}.py")))
-    if missing:
-        pytest.skip(f"launcher entry points not written yet: {', '.join(missing)}")
+    for name in sorted(pipelines):
+        _require(f"pipelines/{name}.py")
 
 
 def _dockerignore_patterns() -> list:
@@ -273,7 +263,7 @@ def test_dockerignore_keeps_the_project_and_drops_local_state():
     for local in (".venv", ".git", "runs", "bench/out", "captioner/__pycache__", "beam_image_captioner.egg-info"):
         assert _ignored(local, patterns), f".dockerignore does not exclude {local}"
     needed = ["setup.py", "docker/beam.Dockerfile"] + [
-        os.path.relpath(p, ROOT) for package in PACKAGES for p in glob.glob(_path(f"{package}/*.py"))]
+        os.path.relpath(p, ROOT) for package in PACKAGES for p in glob.glob(_path(f"{package}/**/*.py"), recursive=True)]
     needed += [os.path.relpath(p, ROOT) for p in glob.glob(_path("configs/*.yaml"))]
     wrongly = [p for p in needed if _ignored(p, patterns)]
     assert not wrongly, f".dockerignore excludes files the images need: {wrongly}"
@@ -293,7 +283,7 @@ def _pipeline_flags(pipeline: str) -> dict:
     source = _require(pipeline)
     flags = _flags(source)
     if "add_config_flags" in source:
-        flags.update(_flags(_read("captioner/config.py")))
+        flags.update(_flags(_read("captioner/config/files.py")))
     return flags
 
 
@@ -326,110 +316,3 @@ def test_metadata_parameters_are_pipeline_flags(metadata_file):
     required = {name for name, is_required in flags.items() if is_required}
     assert required <= declared - optional, \
         f"required flags of {TEMPLATES[metadata_file]} missing or optional in {metadata_file}: {sorted(required - (declared - optional))}"
-
-
-# --------------------------------------------------------------------------------------------- wheel and sdist
-
-def _ignore_local_state(directory, names):
-    relative = os.path.relpath(directory, ROOT).replace(os.sep, "/")
-    dropped = {".git", ".venv", "build", "dist", ".pytest_cache", "__pycache__", "runs"} if relative == "." else {"__pycache__"}
-    if relative == "bench":
-        dropped.add("out")
-    return [n for n in names if n in dropped or n.endswith(".egg-info") or n.endswith(".pyc")]
-
-
-@pytest.fixture(scope="module")
-def source_copy(tmp_path_factory):
-    """The project as a build context sees it, without build/ or egg-info left over from local installs.
-
-    The wheel and the sdist are built from this snapshot and compared with it, so files that appear in the
-    working tree while the test runs cannot make it flaky.
-    """
-    source = tmp_path_factory.mktemp("project") / "src"
-    shutil.copytree(ROOT, source, ignore=_ignore_local_state)
-    return str(source)
-
-
-def _cpu_env() -> dict:
-    env = dict(os.environ)
-    env.pop("CAPTIONER_GPU", None)
-    return env
-
-
-def _run(command, cwd, env=None, timeout=120):
-    result = subprocess.run(command, cwd=cwd, env=env or _cpu_env(), capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def _can_build_wheel_offline() -> bool:
-    import setuptools
-    version = tuple(int(x) for x in re.findall(r"\d+", setuptools.__version__)[:2])
-    return version >= (70, 1) or importlib.util.find_spec("wheel") is not None
-
-
-def _repo_files(root: str) -> set:
-    """Every .py file of the packages and every shipped config under `root`, as paths inside the package tree."""
-    files = set()
-    for package in PACKAGES:
-        for directory, subdirectories, names in os.walk(os.path.join(root, package)):
-            subdirectories[:] = [d for d in subdirectories if d != "__pycache__"]
-            for name in names:
-                if name.endswith(".py"):
-                    files.add(os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/"))
-    files |= {os.path.relpath(p, root).replace(os.sep, "/") for p in glob.glob(os.path.join(root, "configs", "*.yaml"))}
-    assert {"captioner/__init__.py", "configs/local.yaml"} <= files
-    return files
-
-
-@pytest.fixture(scope="module")
-def wheel_names(source_copy, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("wheel"))
-    # Without `wheel` (setuptools < 70.1) pip builds in an isolated environment fetched from the index.
-    no_isolation = ["--no-build-isolation"] if _can_build_wheel_offline() else []
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *no_isolation, "-w", out, source_copy],
-         cwd=source_copy)
-    wheels = glob.glob(os.path.join(out, "*.whl"))
-    assert len(wheels) == 1, wheels
-    with zipfile.ZipFile(wheels[0]) as archive:
-        names = set(archive.namelist())
-        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    return names, metadata
-
-
-@pytest.fixture(scope="module")
-def sdist_names(source_copy, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("sdist"))
-    _run([sys.executable, "setup.py", "-q", "sdist", "-d", out], cwd=source_copy)
-    archives = glob.glob(os.path.join(out, "*.tar.gz"))
-    assert len(archives) == 1, archives
-    with tarfile.open(archives[0]) as archive:
-        names = archive.getnames()
-    root = names[0].split("/", 1)[0]
-    return {name[len(root) + 1:] for name in names if name.startswith(root + "/")}
-
-
-def test_wheel_ships_every_module_and_config(wheel_names, source_copy):
-    names, metadata = wheel_names
-    missing = sorted(_repo_files(source_copy) - names)
-    assert not missing, f"the wheel lacks files that are in the repo: {missing}"
-    assert not any(n.startswith("tests/") for n in names), "tests leaked into the wheel"
-    requirements = re.findall(r"^Requires-Dist: (.+)$", metadata, re.M)
-    core = [r for r in requirements if "extra ==" not in r]
-    assert any(r.startswith("tensorflow-cpu") for r in core), core
-    assert not any(r.startswith("tensorflow[") or r.startswith("tensorflow ") or r.startswith("tensorflow=")
-                   for r in core), f"CPU wheel must not also require the CUDA TensorFlow: {core}"
-
-
-def test_sdist_ships_every_module_and_config(sdist_names, source_copy):
-    missing = sorted((_repo_files(source_copy) | {"setup.py"}) - sdist_names)
-    assert not missing, f"the sdist (what --setup_file stages for Dataflow workers) lacks: {missing}"
-
-
-def test_gpu_build_requires_only_cuda_tensorflow(source_copy, tmp_path):
-    env = dict(_cpu_env(), CAPTIONER_GPU="1")
-    _run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)], cwd=source_copy, env=env)
-    requires = (next(tmp_path.glob("*.egg-info")) / "requires.txt").read_text()
-    core = requires.split("\n[", 1)[0].split()
-    assert any(r.startswith("tensorflow[and-cuda]") for r in core), core
-    assert not any(r.startswith("tensorflow-cpu") for r in core), f"GPU build would install both TensorFlows: {core}"

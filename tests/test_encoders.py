@@ -121,6 +121,7 @@ def test_tflite_that_is_not_an_image_encoder_is_refused(tmp_path):
         encoders.load_encoder(str(garbage))
 
 
+@pytest.mark.slow
 def test_vgg16_random_weights_are_reproducible():
     first = encoders.load_encoder("vgg16", weights="none", spatial=True)
     assert first.input_size == (224, 224)
@@ -143,6 +144,7 @@ def test_vgg16_random_weights_are_reproducible():
     ("efficientnet_b0", 224, [1280], [7, 7, 1280]),
     ("inception_v3", 299, [2048], [8, 8, 2048]),
 ])
+@pytest.mark.slow
 def test_keras_apps_build_with_the_documented_shapes(name, size, pooled, spatial):
     encoder = encoders.load_encoder(name, weights="none", spatial=True)
     assert encoder.input_size == (size, size)
@@ -154,6 +156,7 @@ def test_keras_apps_build_with_the_documented_shapes(name, size, pooled, spatial
     assert np.isfinite(out["pooled"]).all()
 
 
+@pytest.mark.slow
 def test_keras_weights_file_is_loaded_and_hashed(tmp_path):
     random_init = encoders.load_encoder("mobilenet_v2", weights="none")
     path = tmp_path / "mobilenet_v2_notop.weights.h5"

@@ -13,6 +13,8 @@ from captioner import manifest, schema, storage, text
 from pipelines import extract_features
 from tests.image_zoo import write_image_zoo
 
+pytestmark = pytest.mark.slow  # every test here runs the extraction pipeline
+
 
 def _write_dataset(folder: str) -> dict:
     """The image zoo plus captions and splits with every awkward case of the issue."""

@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from captioner import bleu, storage
-from tests.synthetic_features import write_synthetic_features
-from tests.test_trainer import synthetic, tiny_config  # noqa: F401 (synthetic is a fixture)
-from trainer import bundle, data, decoding, evaluation, job, models, self_critical
+from captioner import bleu, bundle, storage
+from captioner.decoder import architectures, search
+from captioner.text import END_ID, OOV_ID, PAD_ID, START_ID
+from tests.synthetic_features import tiny_config, write_synthetic_features
+from trainer import data, evaluation, features_folder, job, self_critical
+from trainer.job_folder import SELF_CRITICAL_HISTORY, JobFolder
 
 VOCAB = 9
 
 
 def _model(decoder="merge", shape=(6,), seed=3):
     keras.utils.set_random_seed(seed)
-    return models.build_decoder(decoder, list(shape), vocab_size=VOCAB, embedding_dim=8, units=16)
+    return architectures.build_decoder(decoder, list(shape), vocab_size=VOCAB, embedding_dim=8, units=16)
 
 
 def _teacher_forced_log_probs(model, features, ids):
@@ -26,7 +28,7 @@ def _teacher_forced_log_probs(model, features, ids):
     logits = model({"features": features, "tokens": ids[:, :-1]}, training=False)
     log_probs = tf.nn.log_softmax(logits).numpy()
     picked = np.take_along_axis(log_probs, ids[:, 1:, None], axis=-1)[..., 0]
-    return np.sum(np.where(ids[:, 1:] != decoding.PAD_ID, picked, 0.0), axis=1)
+    return np.sum(np.where(ids[:, 1:] != PAD_ID, picked, 0.0), axis=1)
 
 
 def test_advantages_are_each_reward_minus_the_mean_of_the_other_samples():
@@ -69,21 +71,21 @@ def test_caption_stats_score_each_caption_against_its_own_image():
 def test_sampling_draws_from_the_model_and_scores_what_it_drew():
     model = _model()
     features = np.random.default_rng(0).random((2, 6), np.float32)
-    sampler = decoding.SequenceDecoder(model, VOCAB)
+    sampler = search.SequenceDecoder(model, VOCAB)
     ids, scores = sampler.sample(features, samples_per_image=3000, max_length=5, seed=11)
-    assert ids.shape == (6000, 7) and (ids[:, 0] == decoding.START_ID).all()
+    assert ids.shape == (6000, 7) and (ids[:, 0] == START_ID).all()
     generated = ids[:, 1:]
-    assert not np.isin(generated, [decoding.OOV_ID, decoding.START_ID]).any()
+    assert not np.isin(generated, [OOV_ID, START_ID]).any()
     # after END only PAD; a caption may not run past max_length words without ending
-    ended = np.cumsum(generated == decoding.END_ID, axis=1) > 0
+    ended = np.cumsum(generated == END_ID, axis=1) > 0
     after_end = np.concatenate([np.zeros((len(ids), 1), bool), ended[:, :-1]], axis=1)
-    assert (generated[after_end] == decoding.PAD_ID).all() and ended[:, -1].all()
+    assert (generated[after_end] == PAD_ID).all() and ended[:, -1].all()
     np.testing.assert_allclose(scores, _teacher_forced_log_probs(model, np.repeat(features, 3000, axis=0), ids),
                                rtol=1e-4, atol=1e-4)
     # the first word's frequencies follow the model's softmax over the words it may generate
-    first = model({"features": features, "tokens": np.full((2, 1), decoding.START_ID)}, training=False)[:, 0]
+    first = model({"features": features, "tokens": np.full((2, 1), START_ID)}, training=False)[:, 0]
     allowed = np.ones(VOCAB, bool)
-    allowed[[decoding.PAD_ID, decoding.OOV_ID, decoding.START_ID]] = False
+    allowed[[PAD_ID, OOV_ID, START_ID]] = False
     for image in range(2):
         p = np.where(allowed, np.exp(first[image].numpy()), 0.0)
         p /= p.sum()
@@ -113,10 +115,10 @@ def test_a_step_raises_the_log_probability_of_captions_with_positive_advantage()
 def test_a_step_on_two_replicas_equals_the_step_on_one():
     rng = np.random.default_rng(2)
     features = rng.random((8, 2, 2, 6), np.float32)
-    ids = np.concatenate([np.full((8, 1), decoding.START_ID), rng.integers(4, VOCAB, (8, 4)),
-                          np.full((8, 1), decoding.END_ID)], axis=1).astype(np.int32)
-    ids[::3, 3:] = decoding.PAD_ID  # rows of different lengths
-    ids[::3, 3] = decoding.END_ID
+    ids = np.concatenate([np.full((8, 1), START_ID), rng.integers(4, VOCAB, (8, 4)),
+                          np.full((8, 1), END_ID)], axis=1).astype(np.int32)
+    ids[::3, 3:] = PAD_ID  # rows of different lengths
+    ids[::3, 3] = END_ID
     advantage = rng.normal(size=8).astype(np.float32)
     weights, losses = {}, {}
     for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
@@ -131,35 +133,28 @@ def test_a_step_on_two_replicas_equals_the_step_on_one():
         np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-4)
 
 
-def test_settings_refuse_values_that_cannot_work():
-    with pytest.raises(ValueError, match="self_critical_samples must be >= 2"):
-        self_critical.settings({"self_critical_samples": 1})
-    with pytest.raises(ValueError, match="self_critical_epochs must be >= 0"):
-        self_critical.settings({"self_critical_epochs": -1})
-    assert self_critical.settings({})["self_critical_epochs"] == 0
-
-
+@pytest.mark.slow
 def test_job_fine_tunes_exports_the_best_dev_epoch_and_resumes_without_retraining(synthetic, tmp_path):
     # cross-entropy training stopped early, so sampled captions are still often wrong
     config = tiny_config(epochs=2, self_critical_epochs=2, self_critical_learning_rate=0.003)
     job_dir = str(tmp_path / "job")
     first = job.run(config, synthetic, job_dir, devices=["/cpu:0"], eval_split="none", verbose=0)
-    history = self_critical.read_history(job_dir)
+    history = self_critical.read_history(JobFolder(job_dir, job_dir))
     assert [e["epoch"] for e in history] == [0, 1, 2]
     assert history[0]["note"] == "the cross-entropy model"
     dev = [e["dev_bleu"][3] for e in history]
     print(f"\ndev BLEU-4 by self-critical epoch: {dev}")
     assert max(dev[1:]) > dev[0]  # sampled captions scored with BLEU teach the model
-    best = self_critical.best_epoch(history)
+    best = self_critical.highest_bleu_epoch(history)
     assert first.summary["self_critical_best_epoch"] == best["epoch"] == int(np.argmax(dev))
     assert first.summary["self_critical_epochs_run"] == 2
 
     # what was exported is the best dev epoch's weights
-    folder = data.open_features(synthetic, config["train"], cache_dir="unused")
+    folder = features_folder.open_features(synthetic, config.train, cache_dir="unused")
     captioner = bundle.Captioner.load(os.path.join(job_dir, "export"))
-    exported = evaluation.evaluate(captioner, data.CaptionData(folder, 12), "dev",
-                                   beam_size=config["caption"]["beam_size"],
-                                   length_penalty=config["caption"]["length_penalty"])
+    exported, _ = evaluation.evaluate(captioner, data.CaptionData(folder, 12), "dev", batch_size=64,
+                                      beam_size=config.caption.beam_size,
+                                      length_penalty=config.caption.length_penalty)
     assert exported["bleu"]["bleu4"] == pytest.approx(best["dev_bleu"][3], abs=1e-6)
 
     # asking for one more epoch resumes after epoch 2: no cross-entropy epoch runs again
@@ -169,22 +164,23 @@ def test_job_fine_tunes_exports_the_best_dev_epoch_and_resumes_without_retrainin
                      synthetic, job_dir, devices=["/cpu:0"], eval_split="none", verbose=0)
     with open(os.path.join(job_dir, "history.json")) as handle:
         assert json.load(handle) == cross_entropy
-    resumed = self_critical.read_history(job_dir)
+    resumed = self_critical.read_history(JobFolder(job_dir, job_dir))
     assert [e["epoch"] for e in resumed] == [0, 1, 2, 3] and resumed[:3] == history
     assert second.summary["self_critical_epochs_run"] == 3
 
 
+@pytest.mark.slow
 def test_a_gcs_job_resumes_self_critical_epochs_without_retraining(gcs_folder):
     features, job_dir = f"{gcs_folder}/features", f"{gcs_folder}/jobs/scst"
     write_synthetic_features(features, num_train=24, num_dev=8, num_test=8, num_shards=1)
     config = tiny_config(epochs=1, batch_size=8, self_critical_epochs=1)
     job.run(config, features, job_dir, eval_split="none", verbose=0)
-    assert storage.exists(f"{job_dir}/{self_critical.HISTORY}") and storage.exists(f"{job_dir}/export/decoder.keras")
+    assert storage.exists(f"{job_dir}/{SELF_CRITICAL_HISTORY}") and storage.exists(f"{job_dir}/export/decoder.keras")
     cross_entropy = storage.read_text(f"{job_dir}/history.json")
     # a new machine (an empty local work dir) brings the job down and goes on after self-critical epoch 1
-    config["train"]["self_critical_epochs"] = 2
+    config = config.with_values(train={"self_critical_epochs": 2})
     result = job.run(config, features, job_dir, eval_split="none", verbose=0)
     assert storage.read_text(f"{job_dir}/history.json") == cross_entropy
-    history = json.loads(storage.read_text(f"{job_dir}/{self_critical.HISTORY}"))["epochs"]
+    history = json.loads(storage.read_text(f"{job_dir}/{SELF_CRITICAL_HISTORY}"))["epochs"]
     assert [e["epoch"] for e in history] == [0, 1, 2]
     assert result.summary["self_critical_epochs_run"] == 2 and result.summary["runs"] == 1

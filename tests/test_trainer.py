@@ -11,35 +11,16 @@ import keras
 import numpy as np
 import pytest
 
-from captioner import config as config_lib
+from captioner import bundle, schema, storage
 from captioner import manifest as manifest_lib
-from captioner import schema, storage
-from tests.synthetic_features import thumbnail_scenes, write_synthetic_features
-from trainer import bundle, data, decoder_steps, decoding, job, models, task, training
+from captioner.decoder import search
+from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, EVAL_FILE, MODEL_FILE
+from captioner.text import PAD_ID
+from tests.synthetic_features import overrides, thumbnail_scenes, tiny_config, write_synthetic_features
+from trainer import data, export, features_folder, job, task, training
+from trainer.job_folder import BACKUP, BACKUP_METADATA, HISTORY, JobFolder
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(**train) -> dict:
-    config = config_lib.load("local")
-    config["train"].update(decoder="attention", features="spatial", embedding_dim=16, units=32, dropout=0.0,
-                           max_length=12, batch_size=16, epochs=6, learning_rate=0.01, lr_schedule="cosine",
-                           warmup_epochs=0, label_smoothing=0.0, early_stopping_patience=3, strategy="mirrored",
-                           shuffle_buffer=256, sort_window_batches=2, seed=7)
-    config["train"].update(train)
-    config["caption"]["batch_size"] = 64
-    return config
-
-
-def overrides(config) -> list:
-    return [arg for key, value in config["train"].items() for arg in ("--set", f"train.{key}={value}")]
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("features"))
-    write_synthetic_features(folder, num_train=120, num_dev=24, num_test=24)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +33,14 @@ def trained(synthetic, tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_split(trained, synthetic):
     """Stored (uint8) and dequantized test features of the synthetic set, with the manifest info."""
-    folder = data.open_features(synthetic, tiny_config()["train"], cache_dir="unused")
+    folder = features_folder.open_features(synthetic, tiny_config().train, cache_dir="unused")
     stored = np.concatenate([arrays for _, arrays, _ in data.CaptionData(folder, 12).images("test", 64)])
     return stored, schema.dequantize(stored, folder.info), folder
 
 
+@pytest.mark.slow
 def test_training_reaches_high_bleu_on_held_out_images(trained):
-    with open(os.path.join(trained.job_dir, "eval.json")) as handle:
+    with open(os.path.join(trained.job_dir, EVAL_FILE)) as handle:
         evaluation = json.load(handle)
     losses = [e["loss"] for e in trained.history["epochs"]]
     print(f"\nlosses {[round(x, 4) for x in losses]}, best val_loss {trained.summary['best_val_loss']:.4f}, "
@@ -69,6 +51,7 @@ def test_training_reaches_high_bleu_on_held_out_images(trained):
     assert trained.summary["epochs_run"] == 6 and trained.summary["replicas"] == 1
 
 
+@pytest.mark.slow
 def test_beam_one_is_greedy_and_beam_search_scores_at_least_greedy(trained, test_split):
     _, features, folder = test_split
     decoder = bundle.Captioner.load(trained.export_dir).decoder
@@ -82,13 +65,14 @@ def test_beam_one_is_greedy_and_beam_search_scores_at_least_greedy(trained, test
     # the length penalty and a short max_length change the search, not its shape
     ids, scores = decoder.beam(features, beam_size=3, max_length=3, length_penalty=0.7)
     assert ids.shape == (len(features), 5) and np.all(np.isfinite(scores))
-    assert all(len(decoding.ids_to_words(row, folder.tokens)) <= 3 for row in ids)
+    assert all(len(search.ids_to_words(row, folder.tokens)) <= 3 for row in ids)
 
 
+@pytest.mark.slow
 def test_export_loads_safely_and_captions_as_before_export(trained, test_split, tmp_path):
     stored, features, folder = test_split
-    before_ids, before_scores = decoding.SequenceDecoder(trained.model, len(folder.tokens)).greedy(features, 12)
-    before = [" ".join(decoding.ids_to_words(row, folder.tokens)) for row in before_ids]
+    before_ids, before_scores = search.SequenceDecoder(trained.model, len(folder.tokens)).greedy(features, 12)
+    before = [" ".join(search.ids_to_words(row, folder.tokens)) for row in before_ids]
 
     captioner = bundle.Captioner.load(trained.export_dir)
     after = captioner.caption_features({"spatial": stored, "pooled": None})
@@ -101,56 +85,26 @@ def test_export_loads_safely_and_captions_as_before_export(trained, test_split, 
     assert captioner.identity["decoder"] == "attention"
     assert captioner.identity["encoder"]["name"] == "synthetic"
     assert captioner.feature_info == {"spatial": folder.info}
-    loaded = keras.saving.load_model(os.path.join(trained.export_dir, bundle.MODEL_FILE), safe_mode=True)
+    loaded = keras.saving.load_model(os.path.join(trained.export_dir, MODEL_FILE), safe_mode=True)
     assert loaded.output_shape[-1] == len(folder.tokens)
-    with open(os.path.join(trained.export_dir, bundle.BUNDLE_FILE)) as handle:
+    with open(os.path.join(trained.export_dir, BUNDLE_FILE)) as handle:
         info = json.load(handle)
     assert info["schema_version"] == schema.SCHEMA_VERSION and info["consumes"] == ["spatial"]
     assert info["max_length"] == 12 and info["encoder"]["name"] == "synthetic"
-    with open(os.path.join(trained.export_dir, bundle.VOCABULARY_FILE)) as handle:
+    with open(os.path.join(trained.export_dir, BUNDLE_VOCABULARY_FILE)) as handle:
         assert [line.split("\t")[0] for line in handle.read().splitlines()] == folder.tokens
     assert not [f for f in os.listdir(trained.export_dir) if f.endswith((".pkl", ".pickle"))]
 
     # an encoder named by file path travels with the bundle
     encoder_file = tmp_path / "tiny_encoder.tflite"
     encoder_file.write_bytes(b"not really a model")
-    moved = data.FeaturesFolder(folder.source, folder.folder, dict(folder.manifest), folder.tokens, folder.feature)
+    moved = features_folder.FeaturesFolder(folder.source, folder.folder, dict(folder.manifest), folder.tokens,
+                                           folder.feature)
     moved.manifest["encoder"] = dict(folder.manifest["encoder"], source=str(encoder_file))
-    export_dir = bundle.export(trained.model, str(tmp_path / "export"), tiny_config(), moved)
+    export_dir = export.export(trained.model, str(tmp_path / "export"), tiny_config(), moved)
     assert (tmp_path / "export" / "encoder" / "tiny_encoder.tflite").read_bytes() == b"not really a model"
-    with open(os.path.join(export_dir, bundle.BUNDLE_FILE)) as handle:
+    with open(os.path.join(export_dir, BUNDLE_FILE)) as handle:
         assert json.load(handle)["encoder_files"] == {"source": "encoder/tiny_encoder.tflite"}
-
-
-@pytest.mark.parametrize("decoder,shape", [("merge", [12]), ("init_lstm", [2, 2, 12]), ("attention", [12])])
-def test_every_decoder_trains_and_saves_without_custom_objects(decoder, shape, tmp_path):
-    keras.utils.set_random_seed(0)
-    model = models.build_decoder(decoder, shape, vocab_size=20, embedding_dim=8, units=16, dropout=0.1)
-    training.compile_model(model, {"learning_rate": 0.01, "lr_schedule": "constant", "label_smoothing": 0.1},
-                           steps_per_epoch=2, tokens_per_caption=5.0)
-    x = {"features": np.random.rand(8, *shape).astype("float32"), "tokens": np.random.randint(0, 20, (8, 7))}
-    y = np.random.randint(0, 20, (8, 7))
-    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
-    path = str(tmp_path / "decoder.keras")
-    bundle._plain_copy(model).save(path)  # what export saves: uncompiled, strategy-free
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("decoder,shape", [("merge", [3, 3, 12]), ("init_lstm", [12]), ("attention", [3, 3, 12]),
-                                           ("attention", [12])])
-def test_stepwise_decoding_reproduces_whole_sequence_logits(decoder, shape):
-    """Decoding feeds one token at a time with carried state; it must compute what training's model computes."""
-    keras.utils.set_random_seed(1)
-    model = models.build_decoder(decoder, shape, vocab_size=30, embedding_dim=8, units=16, dropout=0.3)
-    features = np.random.rand(5, *shape).astype("float32")
-    tokens = np.random.randint(0, 30, (5, 9)).astype("int32")
-    whole = model({"features": features, "tokens": tokens}, training=False).numpy()
-    stepper = decoder_steps.StepwiseDecoder(model)
-    state = stepper.start(features)
-    for t in range(tokens.shape[1]):
-        logits, state = stepper.step(state, tokens[:, t])
-        np.testing.assert_allclose(logits.numpy(), whole[:, t], rtol=1e-4, atol=1e-5, err_msg=f"step {t}")
 
 
 def _epoch(caption_data, counts):
@@ -159,7 +113,7 @@ def _epoch(caption_data, counts):
 
 
 def test_length_sorted_batches_hold_the_same_examples_with_less_padding(synthetic):
-    folder = data.open_features(synthetic, tiny_config()["train"], cache_dir="unused")
+    folder = features_folder.open_features(synthetic, tiny_config().train, cache_dir="unused")
     plain, sorted_ = (data.CaptionData(folder, 12, seed=3, sort_window_batches=w) for w in (0, 4))
     counts = plain.count("train")
     epochs = {"plain": _epoch(plain, counts), "sorted": _epoch(sorted_, counts)}
@@ -170,7 +124,7 @@ def test_length_sorted_batches_hold_the_same_examples_with_less_padding(syntheti
     left_out = counts.examples % 16
     assert sum((Counter(rows["sorted"]) - Counter(rows["plain"])).values()) <= left_out
     for tokens, targets in epochs["sorted"] + epochs["plain"]:
-        assert (targets[:, -1] != data.PAD_ID).any()  # each batch is cut to its longest caption
+        assert (targets[:, -1] != PAD_ID).any()  # each batch is cut to its longest caption
     cells = {name: sum(t.size for t, _ in epoch) for name, epoch in epochs.items()}
     assert cells["sorted"] < cells["plain"]
 
@@ -182,6 +136,7 @@ def test_caption_loss_masks_padding_and_is_per_token():
     np.testing.assert_allclose(float(per_token), np.log(4.0), rtol=1e-6)  # two real tokens / 2.0
 
 
+@pytest.mark.slow
 def test_one_and_two_replicas_reach_the_same_loss(synthetic, tmp_path):
     histories = {}
     for devices, per_replica in ((["/cpu:0"], 16), (["/cpu:0", "/cpu:1"], 8)):
@@ -206,13 +161,14 @@ def _wait_for(predicate, timeout: float, process=None) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_resumes_after_sigkill(synthetic, tmp_path):
     job_dir = str(tmp_path / "job")
     config = tiny_config(epochs=8, batch_size=8, early_stopping_patience=0)
     command = [sys.executable, "-m", "trainer.task", "--features", synthetic, "--job_dir", job_dir,
                "--eval_split", "none", "--devices", "/cpu:0,/cpu:1", *overrides(config)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    metadata = os.path.join(job_dir, training.BACKUP, training.BACKUP_METADATA)
+    metadata = os.path.join(job_dir, BACKUP_METADATA)
 
     def backed_up_epoch() -> int:
         try:
@@ -236,27 +192,27 @@ def test_resumes_after_sigkill(synthetic, tmp_path):
                             text=True, timeout=240)
     assert second.returncode == 0, second.stdout[-3000:]
     assert f"resuming from the backup of epoch {killed_at} of 8" in second.stdout
-    with open(os.path.join(job_dir, training.HISTORY)) as handle:
+    with open(os.path.join(job_dir, HISTORY)) as handle:
         history = json.load(handle)
     assert [r["initial_epoch"] for r in history["runs"]] == [0, killed_at]
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, 9))
     assert min(e["epoch"] for e in history["epochs"] if e["run"] == 2) == killed_at + 1
     assert history["runs"][1]["replicas"] == 2 and history["runs"][1]["global_batch"] == 16
-    assert os.path.exists(os.path.join(job_dir, "export", bundle.MODEL_FILE))
+    assert os.path.exists(os.path.join(job_dir, "export", MODEL_FILE))
     assert not os.path.exists(metadata)  # the backup goes once training has finished
     assert '"resumed_from_epoch": %d' % killed_at in second.stdout
 
 
+@pytest.mark.slow
 def test_gcs_features_and_job_dir(gcs_folder, tmp_path):
     features, job_dir = f"{gcs_folder}/features", f"{gcs_folder}/jobs/run1"
     write_synthetic_features(features, num_train=24, num_dev=8, num_test=8, encoder="thumbnail", num_shards=1)
-    config = tiny_config(epochs=2, batch_size=8)
-    config["train"]["max_length"] = 8
+    config = tiny_config(epochs=2, batch_size=8, max_length=8)
     result = job.run(config, features, job_dir, eval_split="test", verbose=0)
     for name in ("export/decoder.keras", "export/bundle.json", "export/vocabulary.txt", "history.json",
                  "eval.json", "checkpoints/best.weights.h5"):
         assert storage.exists(f"{job_dir}/{name}"), name
-    assert not storage.match(f"{job_dir}/{training.BACKUP}/**")  # finished: the backup is gone there too
+    assert not storage.match(f"{job_dir}/{BACKUP}/**")  # finished: the backup is gone there too
     assert result.export_dir == f"{job_dir}/export"
 
     captioner = bundle.Captioner.load(result.export_dir)
@@ -268,16 +224,27 @@ def test_gcs_features_and_job_dir(gcs_folder, tmp_path):
 
 
 def test_remote_backup_is_brought_down_and_mirrored(gcs_folder, tmp_path):
-    local = tmp_path / "job"
-    (local / training.BACKUP).mkdir(parents=True)
-    (local / training.BACKUP / training.BACKUP_METADATA).write_text('{"epoch": 3, "batch": 0}')
-    (local / training.BACKUP / "latest.weights.h5").write_bytes(b"weights")
-    training.sync_job(str(local), gcs_folder)
-    assert training.fetch_remote_job(gcs_folder, str(tmp_path / "again")) == 3
-    (local / training.BACKUP / "latest.weights.h5").unlink()
-    training.sync_job(str(local), gcs_folder)
-    assert storage.match(f"{gcs_folder}/{training.BACKUP}/**") == [
-        f"{gcs_folder}/{training.BACKUP}/{training.BACKUP_METADATA}"]
+    folder = JobFolder(gcs_folder, str(tmp_path / "job"))
+    folder.write_json(BACKUP_METADATA, {"epoch": 3, "batch": 0})
+    with open(folder.path(os.path.join(BACKUP, "latest.weights.h5")), "wb") as handle:
+        handle.write(b"weights")
+    folder.write_json("history.json", {"runs": [], "epochs": []})
+    folder.sync()
+    again = JobFolder.open(gcs_folder, str(tmp_path / "again"))
+    assert again.backup_epoch() == 3 and again.exists(HISTORY) and again.local != folder.local
+    os.remove(folder.path(os.path.join(BACKUP, "latest.weights.h5")))
+    folder.sync()
+    assert storage.match(f"{gcs_folder}/{BACKUP}/**") == [f"{gcs_folder}/{BACKUP_METADATA}"]
+
+
+def test_a_remote_job_dir_without_progress_starts_from_an_empty_local_copy(gcs_folder, tmp_path):
+    storage.write_text(f"{gcs_folder}/history.json", "{}")  # no backup, no self-critical history: nothing to resume
+    stale = tmp_path / "work" / "job"
+    stale.mkdir(parents=True)
+    (stale / "leftover.txt").write_text("from an earlier run in the same --work_dir")
+    folder = JobFolder.open(gcs_folder, str(tmp_path / "work"))
+    assert os.listdir(folder.local) == [] and folder.backup_epoch() == 0
+    assert folder.shown(BACKUP_METADATA) == f"{gcs_folder}/{BACKUP_METADATA}"
 
 
 def test_refuses_wrong_schema_version_and_missing_spatial_features(tmp_path):
@@ -285,7 +252,7 @@ def test_refuses_wrong_schema_version_and_missing_spatial_features(tmp_path):
     write_synthetic_features(pooled_only, num_train=8, num_dev=2, num_test=2, spatial=False)
     with pytest.raises(manifest_lib.ManifestError, match=r"train.features=spatial .* no 'spatial' features"):
         job.run(tiny_config(), pooled_only, str(tmp_path / "job1"), verbose=0)
-    folder = data.open_features(pooled_only, tiny_config(features="pooled")["train"], "unused")
+    folder = features_folder.open_features(pooled_only, tiny_config(features="pooled").train, "unused")
     assert folder.feature == "pooled" and folder.shape == [12]
 
     manifest = json.loads((tmp_path / "pooled_only" / "manifest.json").read_text())
@@ -302,7 +269,7 @@ def test_refuses_a_manifest_whose_shape_does_not_match_the_records(tmp_path):
     manifest["features"]["spatial"]["shape"] = [3, 3, 12]
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(manifest_lib.ManifestError, match="different extractions"):
-        data.open_features(str(folder), tiny_config()["train"], "unused")
+        features_folder.open_features(str(folder), tiny_config().train, "unused")
 
 
 def test_help_lists_every_flag(capsys):

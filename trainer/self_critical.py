@@ -19,18 +19,17 @@ brevity penalty. The corpus gain rewards length exactly while the corpus is too 
 Every epoch ends with the configured caption decoding (beam size, length
 penalty) on the dev split; the best corpus BLEU-4, the cross-entropy model's
 included, is what the job exports. Progress lives in job_dir/self_critical/
-(history.json, last and best weights), so a killed job resumes at the next
-self-critical epoch without repeating the cross-entropy phase. Adam's moments
-start afresh on resume.
+(history.json, last and best weights; see job_folder.py), so a killed job
+resumes at the next self-critical epoch without repeating the cross-entropy
+phase. Adam's moments start afresh on resume.
 
 The gradient step runs under the job's strategy (`strategy.run`, gradients
 summed across replicas by the optimizer), each replica taking an even share of
 the sampled captions; sampling itself is one batched `tf.function`
-(`decoding.SequenceDecoder.sample`).
+(`captioner.decoder.search.SequenceDecoder.sample`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -41,42 +40,22 @@ import numpy as np
 import tensorflow as tf
 
 from captioner import bleu, schema
-from trainer import decoding
+from captioner.decoder import search
+from captioner.text import PAD_ID
+from trainer.job_folder import SELF_CRITICAL_BEST, SELF_CRITICAL_HISTORY, SELF_CRITICAL_LAST, JobFolder
 
 log = logging.getLogger("trainer")
 
-FOLDER = "self_critical"
-HISTORY = os.path.join(FOLDER, "history.json")
-LAST_WEIGHTS = os.path.join(FOLDER, "last.weights.h5")
-BEST_WEIGHTS = os.path.join(FOLDER, "best.weights.h5")
 STATS_SIZE = 2 * bleu.MAX_ORDER + 2  # captioner.bleu's sentence statistics: matches, counts, lengths
-DEFAULTS = {"self_critical_epochs": 0, "self_critical_samples": 5, "self_critical_learning_rate": 5e-5}
 
 
-def settings(train_cfg: Mapping) -> dict:
-    """The self-critical keys of `train`, with defaults; checked so a bad value fails before any training."""
-    cfg = {key: train_cfg.get(key, default) for key, default in DEFAULTS.items()}
-    if int(cfg["self_critical_epochs"]) < 0:
-        raise ValueError(f"train.self_critical_epochs must be >= 0, got {cfg['self_critical_epochs']}")
-    if int(cfg["self_critical_samples"]) < 2:
-        raise ValueError("train.self_critical_samples must be >= 2 (each sample's baseline is the mean of the "
-                         f"image's other samples), got {cfg['self_critical_samples']}")
-    if float(cfg["self_critical_learning_rate"]) <= 0:
-        raise ValueError(f"train.self_critical_learning_rate must be > 0, got {cfg['self_critical_learning_rate']}")
-    return cfg
-
-
-def has_started(local_job: str) -> bool:
+def has_started(folder: JobFolder) -> bool:
     """True once a job has scored its cross-entropy model here: that phase is over and must not run again."""
-    return os.path.exists(os.path.join(local_job, HISTORY))
+    return folder.exists(SELF_CRITICAL_HISTORY)
 
 
-def read_history(local_job: str) -> List[dict]:
-    path = os.path.join(local_job, HISTORY)
-    if not os.path.exists(path):
-        return []
-    with open(path) as handle:
-        return json.load(handle)["epochs"]
+def read_history(folder: JobFolder) -> List[dict]:
+    return folder.read_json(SELF_CRITICAL_HISTORY, {"epochs": []})["epochs"]
 
 
 def caption_stats(ids: np.ndarray, references: Sequence[Sequence[Sequence[str]]], tokens: Sequence[str],
@@ -85,7 +64,7 @@ def caption_stats(ids: np.ndarray, references: Sequence[Sequence[Sequence[str]]]
 
     Rows i*per_image .. are image i's, each scored against image i's references.
     """
-    return np.array([bleu.sentence_stats(references[row // per_image], decoding.ids_to_words(row_ids, tokens))
+    return np.array([bleu.sentence_stats(references[row // per_image], search.ids_to_words(row_ids, tokens))
                      for row, row_ids in enumerate(ids)], np.float64)
 
 
@@ -128,9 +107,9 @@ class PolicyGradientStep:
 
     def __call__(self, features: np.ndarray, sampled_ids: np.ndarray, advantage: np.ndarray) -> float:
         """features [R, ...] float32 (one row per sampled caption), sampled_ids [R, T], advantage [R]."""
-        width = int(np.max(np.sum(sampled_ids != decoding.PAD_ID, axis=1)))  # START .. the longest END
+        width = int(np.max(np.sum(sampled_ids != PAD_ID, axis=1)))  # START .. the longest END
         sampled_ids = sampled_ids[:, :width]
-        sampled_tokens = float(np.sum(sampled_ids[:, 1:] != decoding.PAD_ID))
+        sampled_tokens = float(np.sum(sampled_ids[:, 1:] != PAD_ID))
         replicas = self.strategy.num_replicas_in_sync
         shares = [np.array_split(x, replicas) for x in (features, sampled_ids.astype(np.int32),
                                                          advantage.astype(np.float32))]
@@ -145,7 +124,7 @@ class PolicyGradientStep:
                 log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
                 targets = ids[:, 1:]
                 chosen = tf.gather(log_probs, targets, batch_dims=2)
-                mask = tf.cast(tf.not_equal(targets, decoding.PAD_ID), tf.float32)
+                mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
                 loss = -tf.reduce_sum(advantage[:, None] * chosen * mask) / sampled_tokens
             gradients = tape.gradient(loss, self.model.trainable_variables)
             self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
@@ -155,7 +134,7 @@ class PolicyGradientStep:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
 
-def dev_bleu(decoder: decoding.SequenceDecoder, caption_data, decoding_args: Mapping,
+def dev_bleu(decoder: search.SequenceDecoder, caption_data, decoding_args: Mapping,
              batch_size: int) -> List[float]:
     """Corpus BLEU-1..4 on the dev split with the configured caption decoding."""
     stats = np.zeros(STATS_SIZE)
@@ -173,70 +152,64 @@ def _with_references(arrays: np.ndarray, refs: List) -> Tuple[np.ndarray, List]:
     return arrays[keep], [refs[i] for i in keep]
 
 
-def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data, config: Mapping,
-              local_job: str, sync=lambda: None, verbose: int = 1) -> List[dict]:
+def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data, config, folder: JobFolder,
+              verbose: int = 1) -> List[dict]:
     """Runs (or resumes) the configured self-critical epochs on `model`, leaving the best dev weights in it.
 
-    `model` holds the cross-entropy model's best weights when this starts afresh. `sync` runs after
-    every epoch's files are written (the job mirrors them to a gs:// job dir). Returns history.json's epochs.
+    `model` holds the cross-entropy model's best weights when this starts afresh. Every epoch's files are
+    mirrored to a gs:// job dir once written. Returns history.json's epochs.
     """
-    train_cfg, caption_cfg = config["train"], config.get("caption", {})
-    cfg = settings(train_cfg)
-    epochs = int(cfg["self_critical_epochs"])
-    decoder = decoding.SequenceDecoder(model, len(caption_data.features.tokens))
-    decoding_args = {"beam_size": int(caption_cfg.get("beam_size", 1)),
-                     "length_penalty": float(caption_cfg.get("length_penalty", 0.0)),
-                     "max_length": int(train_cfg["max_length"])}
+    train_cfg, caption_cfg = config.train, config.caption
+    epochs = train_cfg.self_critical_epochs
+    decoder = search.SequenceDecoder(model, len(caption_data.features.tokens))
+    decoding_args = {"beam_size": caption_cfg.beam_size, "length_penalty": caption_cfg.length_penalty,
+                     "max_length": train_cfg.max_length}
     has_dev = bool(caption_data.features.files("dev"))
 
     def score_dev() -> Optional[List[float]]:
-        return dev_bleu(decoder, caption_data, decoding_args, int(caption_cfg.get("batch_size", 64))) \
-            if has_dev else None
+        return dev_bleu(decoder, caption_data, decoding_args, caption_cfg.batch_size) if has_dev else None
 
-    os.makedirs(os.path.join(local_job, FOLDER), exist_ok=True)
-    history = read_history(local_job)
+    history = read_history(folder)
     if history:
-        model.load_weights(os.path.join(local_job, LAST_WEIGHTS))
+        model.load_weights(folder.path(SELF_CRITICAL_LAST))
         log.info("resuming self-critical fine-tuning after epoch %d of %d", history[-1]["epoch"], epochs)
     else:
         if not has_dev:
             log.warning("no dev split: self-critical fine-tuning keeps its last epoch, not its best")
         history = [{"epoch": 0, "dev_bleu": score_dev(), "note": "the cross-entropy model"}]
-        _save(model, local_job, history, best=True)
-        sync()
+        _save(model, folder, history, best=True)
         if has_dev:
             log.info("self-critical epoch 0 (the cross-entropy model): dev BLEU-4 x100 %.2f",
                      100 * history[0]["dev_bleu"][3])
 
-    step = PolicyGradientStep(model, strategy, cfg["self_critical_learning_rate"])
+    step = PolicyGradientStep(model, strategy, train_cfg.self_critical_learning_rate)
     train_images = caption_data.count("train").images  # one pass over the records: once, not every epoch
     for epoch in range(history[-1]["epoch"] + 1, epochs + 1):
         started = time.time()
-        sampled_bleu = _epoch(decoder, step, caption_data, train_cfg, int(cfg["self_critical_samples"]),
-                              train_images, decoding_args["max_length"], epoch, verbose)
+        sampled_bleu = _epoch(decoder, step, caption_data, train_cfg, train_images, epoch, verbose)
         score = score_dev()
-        best = best_epoch(history)
+        best = highest_bleu_epoch(history)
         improved = score is None or not best.get("dev_bleu") or score[3] > best["dev_bleu"][3]
         history.append({"epoch": epoch, "seconds": round(time.time() - started, 1),
                         "sampled_train_bleu": sampled_bleu, "dev_bleu": score})
-        _save(model, local_job, history, best=improved)
-        sync()
+        _save(model, folder, history, best=improved)
         log.info("self-critical epoch %d of %d: BLEU-4 x100 of the sampled train captions %.2f, dev %s%s (%.0f s)",
                  epoch, epochs, 100 * sampled_bleu[3], f"{100 * score[3]:.2f}" if score else "-",
                  " (best)" if improved else "", history[-1]["seconds"])
-    model.load_weights(os.path.join(local_job, BEST_WEIGHTS))
-    best = best_epoch(history)
+    model.load_weights(folder.path(SELF_CRITICAL_BEST))
+    best = highest_bleu_epoch(history)
     log.info("self-critical fine-tuning keeps epoch %d%s", best["epoch"],
              " (the cross-entropy model)" if best["epoch"] == 0 else "")
     return history
 
 
-def _epoch(decoder: decoding.SequenceDecoder, step: PolicyGradientStep, caption_data, train_cfg: Mapping,
-           samples: int, train_images: int, max_length: int, epoch: int, verbose: int) -> List[float]:
+def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, caption_data, train_cfg, train_images: int,
+           epoch: int, verbose: int) -> List[float]:
     """One pass over the train images; returns the corpus BLEU-1..4 of the captions it sampled."""
     tokens, info = caption_data.features.tokens, caption_data.features.info
-    images_per_step = int(train_cfg["batch_size"]) * step.strategy.num_replicas_in_sync
-    seed = int(train_cfg.get("seed", 0)) * 1_000_003 + epoch * 10_007
+    samples, max_length = train_cfg.self_critical_samples, train_cfg.max_length
+    images_per_step = train_cfg.batch_size * step.strategy.num_replicas_in_sync
+    seed = train_cfg.seed * 1_000_003 + epoch * 10_007
     sampled_stats = np.zeros(STATS_SIZE)
     progress = keras.utils.Progbar(train_images, verbose=verbose, unit_name="image")
     for draw, (_, arrays, refs) in enumerate(caption_data.images("train", images_per_step, shuffle_buffer=2000)):
@@ -255,17 +228,17 @@ def _epoch(decoder: decoding.SequenceDecoder, step: PolicyGradientStep, caption_
     return bleu.corpus_bleu_from_stats(sampled_stats.tolist())
 
 
-def _save(model: keras.Model, local_job: str, history: List[dict], best: bool) -> None:
-    """Weights first, then history.json (the commit point a restart resumes from)."""
-    model.save_weights(os.path.join(local_job, LAST_WEIGHTS))
+def _save(model: keras.Model, folder: JobFolder, history: List[dict], best: bool) -> None:
+    """Weights first, then history.json (the commit point a restart resumes from), then the gs:// mirror."""
+    os.makedirs(os.path.dirname(folder.path(SELF_CRITICAL_LAST)), exist_ok=True)
+    model.save_weights(folder.path(SELF_CRITICAL_LAST))
     if best:
-        model.save_weights(os.path.join(local_job, BEST_WEIGHTS))
-    path = os.path.join(local_job, HISTORY)
-    with open(path + ".tmp", "w") as handle:
-        json.dump({"epochs": history}, handle, indent=2)
-    os.replace(path + ".tmp", path)
+        model.save_weights(folder.path(SELF_CRITICAL_BEST))
+    folder.write_json(SELF_CRITICAL_HISTORY, {"epochs": history})
+    folder.sync()
 
 
-def best_epoch(history: Sequence[Mapping]) -> Optional[dict]:
+def highest_bleu_epoch(history: Sequence[Mapping]) -> Optional[dict]:
+    """The self-critical epoch with the highest dev BLEU-4 (the last one when dev was not scored)."""
     scored = [e for e in history if e.get("dev_bleu")]
     return max(scored, key=lambda e: e["dev_bleu"][3]) if scored else (history[-1] if history else None)

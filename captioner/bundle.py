@@ -1,0 +1,142 @@
+"""The captioner bundle (JOB_DIR/export/) and `Captioner`, the one public way to load and use it.
+
+A bundle is self-contained and pickle-free:
+    decoder.keras    the decoder (built-in layers only: loads with safe_mode=True, no project import needed)
+    vocabulary.txt   the token table in id order, `token<TAB>count` lines (PAD, OOV, START, END first),
+                     so `text.decoder_tokens(parse_vocabulary(...))` rebuilds the very same ids
+    bundle.json      bundle and schema versions, decoder, the features it consumes (manifest info),
+                     max_length, the manifest's encoder identity, the training config
+    encoder/         a copy of the encoder file (e.g. the .tflite) when the manifest names one by path
+
+The trainer writes it (`trainer/export.py`, with `describe` below); the caption job and the
+trainer's own evaluation read it through `Captioner.load`, so both see the same thing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import List, Mapping, Optional, Tuple
+
+import keras
+import numpy as np
+
+from captioner import encoders, schema, storage, text
+from captioner.decoder import search
+from captioner.threads import limit_tensorflow_threads
+from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, MODEL_FILE
+
+BUNDLE_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A folder that is not a readable captioner bundle of this version."""
+
+
+def describe(decoder: str, feature: str, info: Mapping, max_length: int, vocabulary_size: int, encoder: Mapping,
+             encoder_files: Mapping[str, str], config: Mapping, trained_on: Mapping) -> dict:
+    """bundle.json's content (JSON-ready): what a loader needs to rebuild the captioner."""
+    return {
+        "bundle_version": BUNDLE_VERSION,
+        "schema_version": schema.SCHEMA_VERSION,
+        "decoder": decoder,
+        "consumes": [feature],
+        "features": {feature: dict(info)},
+        "max_length": int(max_length),
+        "vocabulary": {"file": BUNDLE_VOCABULARY_FILE, "size": int(vocabulary_size),
+                       "special_tokens": list(text.SPECIAL_TOKENS)},
+        "encoder": dict(encoder),
+        "encoder_files": dict(encoder_files),
+        "config": dict(config),
+        "trained_on": dict(trained_on),
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def read_info(export_dir: str) -> dict:
+    """Reads and checks bundle.json of a local or gs:// export folder (no model is loaded)."""
+    path = storage.join(export_dir, BUNDLE_FILE)
+    if not storage.exists(path):
+        raise BundleError(f"{export_dir} holds no {BUNDLE_FILE}: point at the export/ folder of a finished "
+                          "`python -m trainer.task` job (JOB_DIR/export)")
+    info = json.loads(storage.read_text(path))
+    if info.get("schema_version") != schema.SCHEMA_VERSION or info.get("bundle_version") != BUNDLE_VERSION:
+        raise BundleError(f"{export_dir} is a bundle of schema {info.get('schema_version')} / bundle version "
+                          f"{info.get('bundle_version')}; this code reads {schema.SCHEMA_VERSION} / "
+                          f"{BUNDLE_VERSION}: retrain or caption with the matching version")
+    return info
+
+
+class Captioner:
+    """A loaded bundle: captions stored features, or images through the bundle's encoder."""
+
+    def __init__(self, model: keras.Model, tokens: List[str], bundle: Mapping, export_dir: str, local_dir: str,
+                 num_threads: Optional[int] = None):
+        self.model, self.tokens, self.bundle = model, list(tokens), dict(bundle)
+        self.export_dir, self.local_dir = export_dir, local_dir
+        self.feature = bundle["consumes"][0]
+        self.feature_info: dict = {name: dict(bundle["features"][name]) for name in bundle["consumes"]}
+        self.identity: dict = {"decoder": bundle["decoder"], "encoder": dict(bundle["encoder"]),
+                               "export_dir": export_dir}
+        self.max_length = int(bundle["max_length"])
+        self.decoder = search.SequenceDecoder(model, len(self.tokens))
+        self.num_threads = num_threads
+        self._encoder = None
+
+    @classmethod
+    def load(cls, export_dir: str, num_threads: Optional[int] = None) -> "Captioner":
+        """Loads a bundle from a local or gs:// folder (a gs:// one is copied to a temporary folder first).
+
+        `num_threads` caps the encoder's and TensorFlow's threads (one per worker when several share the cores).
+        """
+        if num_threads:
+            limit_tensorflow_threads(num_threads)
+        info = read_info(export_dir)
+        local = storage.copy_folder_to_local(export_dir, tempfile.mkdtemp(prefix="captioner-bundle-")) \
+            if storage.is_remote(export_dir) else export_dir
+        words = [w for w, _ in text.parse_vocabulary(storage.read_text(os.path.join(local, BUNDLE_VOCABULARY_FILE)))]
+        tokens = text.decoder_tokens(words)
+        model = keras.saving.load_model(os.path.join(local, MODEL_FILE), safe_mode=True, compile=False)
+        if model.output_shape[-1] != len(tokens):
+            raise BundleError(f"{export_dir}: the decoder predicts {model.output_shape[-1]} tokens but "
+                              f"{BUNDLE_VOCABULARY_FILE} holds {len(tokens)}: the bundle is damaged; export it again")
+        return cls(model, tokens, info, export_dir, local, num_threads)
+
+    # --- captioning -----------------------------------------------------------------------------
+    def caption_features(self, features: Mapping[str, np.ndarray], beam_size: int = 1,
+                         length_penalty: float = 0.0, max_length: Optional[int] = None) -> List[Tuple[str, float]]:
+        """(caption, total log-probability) per image, from features in the stored dtype (e.g. uint8).
+
+        The images are decoded as one batch: callers batch (the caption job's RunInference does).
+        """
+        if self.feature not in features:
+            raise ValueError(f"this decoder consumes {self.feature!r} features, got {sorted(features)}")
+        info = self.feature_info[self.feature]
+        values = np.asarray(features[self.feature])
+        if list(values.shape[1:]) != list(info["shape"]):
+            raise ValueError(f"{self.feature} features of shape {list(values.shape[1:])}, the decoder was trained "
+                             f"on {info['shape']}: extract features with the same encoder "
+                             f"({self.identity['encoder'].get('name')})")
+        if np.issubdtype(np.dtype(info["dtype"]), np.integer) and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"{self.feature} features are stored as {info['dtype']} (quantized); pass them as "
+                             f"stored, not as {values.dtype}: they are dequantized here")
+        ids, scores = self.decoder.decode(schema.dequantize(values, info), beam_size=int(beam_size),
+                                          max_length=int(max_length or self.max_length),
+                                          length_penalty=float(length_penalty))
+        return [(" ".join(search.ids_to_words(row, self.tokens)), float(score)) for row, score in zip(ids, scores)]
+
+    @property
+    def encoder(self):
+        """The bundle's encoder, loaded on first use (with the copied encoder file when there is one)."""
+        if self._encoder is None:
+            identity = dict(self.bundle["encoder"])
+            for key, relative in self.bundle["encoder_files"].items():
+                identity[key] = os.path.join(self.local_dir, relative)
+            self._encoder = encoders.encoder_from_identity(identity, num_threads=self.num_threads)
+        return self._encoder
+
+    def caption_images(self, images: np.ndarray, **kwargs) -> List[Tuple[str, float]]:
+        """Images uint8 [N, h, w, 3], already resized to the encoder's input_size -> (caption, log-prob)."""
+        features = self.encoder.encode(np.asarray(images))
+        return self.caption_features(features, **kwargs)

@@ -1,0 +1,143 @@
+"""Every config key of every stage, with its default, a one-line doc and its check: the one place they live.
+
+`configs/*.yaml` hold only what differs from these defaults; `python -m captioner.config`
+prints every key with its value in a given config.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping
+
+from captioner.config.settings import ConfigError, check_section, setting, suggestion
+from captioner.decoder import DECODERS
+
+_SMALLEST_SAMPLES = 2  # each self-critical sample's baseline is the mean of the image's other samples
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """`extract`: the feature extraction pipeline (pipelines/extract_features.py)."""
+    encoder: str = setting("thumbnail", "registry name (see extract_features --help) or a .tflite path, "
+                                        "local or gs://")
+    weights: str = setting("none", "keras.applications weights: imagenet | none (random, seeded) | a weights "
+                                   "file, local or gs://")
+    spatial: bool = setting(True, "also store the encoder's last HxWxC map, which the attention decoder reads")
+    batch_size: int = setting(32, "images per encoder call", minimum=1)
+    num_shards: int = setting(0, "TFRecord files per split; 0 = one per worker bundle, no shuffle before writing",
+                              minimum=0)
+    min_word_count: int = setting(5, "train-caption words seen fewer times than this become <unk>", minimum=1)
+    max_pixels: int = setting(50_000_000, "images with more pixels (width x height) are dead letters, checked "
+                                          "before decoding (decompression bombs)", minimum=1)
+
+    def __post_init__(self):
+        check_section(self, "extract")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """`train`: the decoder trainer (trainer/task.py)."""
+    decoder: str = setting("attention", "decoder architecture", choices=DECODERS)
+    features: str = setting("spatial", "which stored features the decoder reads", choices=("pooled", "spatial"))
+    embedding_dim: int = setting(256, "word embedding size", minimum=1)
+    units: int = setting(256, "LSTM units, also the attention and hidden layers' width", minimum=1)
+    dropout: float = setting(0.5, "dropout rate of the decoder's layers", minimum=0, below=1)
+    max_length: int = setting(32, "words kept of each training caption (without <start>/<end>)", minimum=1)
+    batch_size: int = setting(64, "captions per step per replica; the global batch is this x replicas", minimum=1)
+    epochs: int = setting(15, "cross-entropy epochs", minimum=1)
+    learning_rate: float = setting(0.001, "Adam's learning rate (the peak of the cosine schedule)", above=0)
+    lr_schedule: str = setting("cosine", "learning-rate schedule over all steps", choices=("constant", "cosine"))
+    warmup_epochs: float = setting(1.0, "epochs of linear warm-up before the cosine decay", minimum=0)
+    label_smoothing: float = setting(0.1, "target mass spread uniformly over the vocabulary", minimum=0, below=1)
+    early_stopping_patience: int = setting(3, "stop after this many epochs without a better dev loss; 0 = never",
+                                           minimum=0)
+    strategy: str = setting("mirrored", "mirrored: MirroredStrategy over every visible GPU (else the CPU); "
+                                        "default: one device", choices=("mirrored", "default"))
+    shuffle_buffer: int = setting(20000, "(image, caption) examples the shuffle buffer holds", minimum=0)
+    sort_window_batches: int = setting(16, "batches formed from length-sorted windows of this many batches "
+                                           "(about 2x faster epochs); 0 or 1 = off", minimum=0)
+    seed: int = setting(42, "seed of the weights' initialisation and of every shuffle")
+    self_critical_epochs: int = setting(0, "epochs of self-critical fine-tuning on sampled captions after the "
+                                           "cross-entropy ones", minimum=0)
+    self_critical_samples: int = setting(5, "captions sampled per image; each is scored against the mean of the "
+                                            "others", minimum=_SMALLEST_SAMPLES)
+    self_critical_learning_rate: float = setting(5e-5, "Adam's learning rate during self-critical fine-tuning",
+                                                 above=0)
+
+    def __post_init__(self):
+        check_section(self, "train")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionConfig:
+    """`caption`: decoding, in the caption job and in the trainer's dev scoring."""
+    beam_size: int = setting(3, "beam width; 1 = greedy", minimum=1)
+    length_penalty: float = setting(0.7, "GNMT length penalty alpha (longer captions rank higher); 0 = none",
+                                    minimum=0)
+    max_length: int = setting(32, "longest caption decoded, in words", minimum=1)
+    batch_size: int = setting(64, "images per decoding batch", minimum=1)
+
+    def __post_init__(self):
+        check_section(self, "caption")
+
+
+SECTIONS = {"extract": ExtractConfig, "train": TrainConfig, "caption": CaptionConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One config: a section per stage, each checked when it is made."""
+    extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    caption: CaptionConfig = dataclasses.field(default_factory=CaptionConfig)
+
+    def to_dict(self) -> Dict[str, Dict[str, Any]]:
+        """Plain values, as bundle.json records them."""
+        return dataclasses.asdict(self)
+
+    def with_values(self, source: str = "the caller", **sections: Mapping[str, Any]) -> "Config":
+        """A copy with some keys changed, e.g. `with_values(train={"epochs": 3})`; checked like a file."""
+        merged = self.to_dict()
+        for section, values in sections.items():
+            merged.setdefault(section, {}).update(values)
+        return from_mapping(merged, source)
+
+
+def known_keys() -> list:
+    """Every `section.key`, in definition order."""
+    return [f"{name}.{field.name}" for name, cls in SECTIONS.items() for field in dataclasses.fields(cls)]
+
+
+def key_suggestion(key: str) -> str:
+    """'; did you mean S.K?': the same key name in another section first, else the closest spelling."""
+    name = key.rpartition(".")[2]
+    same_name = [known for known in known_keys() if known.endswith("." + name)]
+    return f"; did you mean {same_name[0]}?" if same_name else suggestion(key, known_keys())
+
+
+def from_mapping(data: Any, source: str) -> Config:
+    """A checked Config from {section: {key: value}}; keys left out take their defaults.
+
+    Unknown sections and keys fail with the closest known one suggested.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: a config is a mapping of sections ({', '.join(SECTIONS)}), "
+                          f"not {type(data).__name__}")
+    sections = {}
+    for name, values in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section {name!r}{suggestion(str(name), SECTIONS)} "
+                              f"(known: {', '.join(SECTIONS)})")
+        values = {} if values is None else values
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: section {name!r} must map keys to values, not {type(values).__name__}")
+        fields = {field.name for field in dataclasses.fields(SECTIONS[name])}
+        for key in values:
+            if key not in fields:
+                raise ConfigError(f"{source}: unknown key {name}.{key}{key_suggestion(f'{name}.{key}')}")
+        try:
+            sections[name] = SECTIONS[name](**values)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+    return Config(**sections)

@@ -1,0 +1,136 @@
+"""keras.applications CNNs as encoders (the registry in captioner/encoders/registry.py names them).
+
+Each app is built once per Encoder as one Keras model with a "pooled" output
+(and a "spatial" one when asked) and run through a `tf.function` on the whole
+batch; the app's own `preprocess_input` runs inside it, on the uint8 pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+from typing import Callable, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioner import storage
+from captioner.encoders.base import Encoder, feature, make_identity
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasApp:
+    constructor: Callable          # keras.applications.X
+    preprocess: Callable           # its preprocess_input: float pixels 0..255 RGB -> model input
+    input_size: Tuple[int, int]
+    include_top: bool              # weights files must match: with the classifier head (vgg16) or "notop"
+    pooled_layer: Optional[str]    # a layer's output, or None for the global average of the spatial map
+    spatial_layer: str
+    summary: str
+
+
+APPS = {
+    "vgg16": KerasApp(
+        keras.applications.VGG16, keras.applications.vgg16.preprocess_input, (224, 224), True,
+        "fc2", "block5_pool",
+        "keras VGG16, 224x224, caffe BGR mean-subtracted; pooled fc2 4096 (as the classic Flickr8k "
+        "tutorials), spatial block5_pool 7x7x512; weights imagenet|none|PATH (full model, with top)"),
+    "inception_v3": KerasApp(
+        keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input, (299, 299), False,
+        None, "mixed10",
+        "keras InceptionV3, 299x299, pixels to [-1,1]; pooled 2048 global average, spatial mixed10 "
+        "8x8x2048; weights imagenet|none|PATH (notop)"),
+    "mobilenet_v2": KerasApp(
+        keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input, (224, 224), False,
+        None, "out_relu",
+        "keras MobileNetV2 1.0, 224x224, pixels to [-1,1]; pooled 1280 global average, spatial out_relu "
+        "7x7x1280; weights imagenet|none|PATH (notop)"),
+    "efficientnet_b0": KerasApp(
+        keras.applications.EfficientNetB0, keras.applications.efficientnet.preprocess_input, (224, 224), False,
+        None, "top_activation",
+        "keras EfficientNetB0, 224x224, rescales inside the model; pooled 1280 global average, spatial "
+        "top_activation 7x7x1280; weights imagenet|none|PATH (notop)"),
+}
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weights_sha256(model: keras.Model) -> str:
+    """sha256 over every weight array's bytes, in `get_weights()` order (deterministic)."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _build_base(name: str, app: KerasApp, weights: str) -> Tuple[keras.Model, Optional[str]]:
+    """The keras.applications model with `weights` ("imagenet", "none" or a file) and the file's sha256."""
+    shape = (*app.input_size, 3)
+    if weights in ("imagenet", "none"):
+        if weights == "none":
+            keras.utils.set_random_seed(0)  # the same random weights on every load (reseeds globally)
+        return app.constructor(weights=None if weights == "none" else "imagenet",
+                               include_top=app.include_top, input_shape=shape), None
+    if not storage.exists(weights):
+        raise ValueError(f"weights {weights!r} for encoder {name!r} are neither 'imagenet', 'none' "
+                         "nor an existing weights file (local path or gs://)")
+    tmp_dir, local = None, weights
+    try:
+        if storage.is_remote(weights):
+            tmp_dir = tempfile.mkdtemp(prefix="encoder-weights-")
+            local = os.path.join(tmp_dir, os.path.basename(weights))  # keep the suffix Keras reads
+            with open(local, "wb") as handle:
+                handle.write(storage.read_bytes(weights))
+        sha = _file_sha256(local)
+        try:
+            return app.constructor(weights=local, include_top=app.include_top, input_shape=shape), sha
+        except (ValueError, OSError) as error:
+            top = "with the classifier head" if app.include_top else "without the classifier head (notop)"
+            raise ValueError(f"could not load weights {weights!r} into {name!r}: it needs a Keras weights "
+                             f"file (.h5 or .weights.h5) of that model {top}; Keras said: {error}") from error
+    finally:
+        if tmp_dir:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+class KerasEncoder(Encoder):
+    """One keras.applications model per encoder, with a "pooled" (and, on request, "spatial") output."""
+
+    def __init__(self, name: str, weights: str = "none", spatial: bool = False):
+        app = APPS[name]
+        self._app = app
+        self.input_size = app.input_size
+        self.spatial = spatial
+        base, file_sha = _build_base(name, app, weights)
+        spatial_map = base.get_layer(app.spatial_layer).output
+        if app.pooled_layer:
+            pooled = base.get_layer(app.pooled_layer).output
+        else:
+            pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(spatial_map)
+        outputs = {"pooled": pooled, "spatial": spatial_map} if spatial else {"pooled": pooled}
+        self._model = keras.Model(base.input, outputs, name=f"{name}_encoder")
+        self._info = {key: feature(tensor.shape[1:], tensor.dtype) for key, tensor in outputs.items()}
+        sha = file_sha or _weights_sha256(self._model)
+        self.identity = make_identity(name, name, weights, sha, spatial, self.input_size)
+        h, w = self.input_size
+        self._infer = tf.function(self._forward, input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8)])
+
+    def _forward(self, images: tf.Tensor) -> dict:
+        pixels = self._app.preprocess(tf.cast(images, tf.float32))
+        return self._model(pixels, training=False)
+
+    def encode(self, images: np.ndarray) -> dict:
+        images = self._check_images(images)
+        if len(images) == 0:
+            return self._empty()
+        outputs = self._infer(tf.constant(images))
+        return {key: value.numpy() for key, value in outputs.items()}

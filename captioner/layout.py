@@ -1,0 +1,45 @@
+"""Where every stage puts its files: the one place their names are spelled.
+
+Each folder a stage writes is read by another stage (a features folder by the
+trainer and the caption job, a job dir's export/ by the caption job), so writer
+and readers take the names from here and can never disagree about what is where.
+The trainer's own working files (backups, checkpoints, history) are named in
+`trainer/job_folder.py`, since only the trainer reads them.
+"""
+from __future__ import annotations
+
+# A data folder in the Flickr8k layout: images/, a caption file and one split list per split.
+SPLIT_FILES = {
+    "train": "Flickr_8k.trainImages.txt",
+    "dev": "Flickr_8k.devImages.txt",
+    "test": "Flickr_8k.testImages.txt",
+}
+
+# A features folder (`python -m pipelines.extract_features --output`).
+MANIFEST_FILE = "manifest.json"
+VOCABULARY_FILE = "vocabulary.txt"
+DEAD_LETTER_FILE = "dead_letter.jsonl"  # also in a caption output folder
+
+
+def shard_prefix(split: str) -> str:
+    """Shards of one split are `<split>/records-SSSSS-of-NNNNN.tfrecord`."""
+    return f"{split}/records"
+
+
+# A trainer job dir (`python -m trainer.task --job_dir`): what other stages read from it.
+EXPORT_DIR = "export"
+EVAL_FILE = "eval.json"
+EVAL_CAPTIONS_FILE = "eval_captions.jsonl"
+SUMMARY_FILE = "summary.json"
+
+# A captioner bundle (JOB_DIR/export): the decoder, its token table and bundle.json.
+BUNDLE_FILE = "bundle.json"
+MODEL_FILE = "decoder.keras"
+BUNDLE_VOCABULARY_FILE = "vocabulary.txt"
+ENCODER_DIR = "encoder"
+
+# A caption output folder (`python -m pipelines.caption_and_score --output`).
+CAPTIONS_JSONL = "captions.jsonl"
+CAPTIONS_CSV = "captions.csv"
+BLEU_JSON = "bleu.json"
+REPORT_HTML = "report.html"

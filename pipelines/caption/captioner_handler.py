@@ -1,0 +1,52 @@
+"""RunInference for the trainer's export bundle: encoder + decoder loaded once per worker process.
+
+Captions whole batches with the bundle's batched beam search (one tf.function
+call per batch), from decoded images or from already-extracted features.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from captioner.bundle import Captioner
+
+_LOG = logging.getLogger(__name__)
+
+IMAGES = "images"
+FEATURES = "features"
+
+
+class CaptionerModelHandler(ModelHandler[Any, PredictionResult, Captioner]):
+    """Batches of uint8 images (IMAGES) or of stored feature dicts (FEATURES) -> (caption, log-probability)."""
+
+    def __init__(self, export_dir: str, source: str, batch_size: int, decode_args: Dict,
+                 threads: Optional[int] = None):
+        super().__init__(min_batch_size=1, max_batch_size=batch_size)
+        if source not in (IMAGES, FEATURES):
+            raise ValueError(f"source must be {IMAGES!r} or {FEATURES!r}, not {source!r}")
+        self.export_dir = export_dir
+        self.source = source
+        self.decode_args = dict(decode_args)
+        self.threads = threads
+        self._captioned = 0
+
+    def load_model(self) -> Captioner:
+        _LOG.info("loading the captioner bundle %s", self.export_dir)
+        return Captioner.load(self.export_dir, num_threads=self.threads)
+
+    def run_inference(self, batch: Sequence, model: Captioner, inference_args=None) -> Iterable[PredictionResult]:
+        if self.source == IMAGES:
+            results = model.caption_images(np.stack(batch), **self.decode_args)
+        else:
+            stacked = {name: np.stack([example[name] for example in batch]) for name in batch[0]}
+            results = model.caption_features(stacked, **self.decode_args)
+        before, self._captioned = self._captioned, self._captioned + len(batch)
+        if before // 200 != self._captioned // 200:
+            _LOG.info("captioned %d images in this worker", self._captioned)
+        return [PredictionResult(None, result) for result in results]
+
+    def get_metrics_namespace(self) -> str:
+        return "captioner_decoder"

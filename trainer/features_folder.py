@@ -1,0 +1,133 @@
+"""The trainer's input folder: a features folder checked against the config, seen through a local path.
+
+A gs:// folder is copied to a local cache first (TensorFlow is only handed local
+paths). Every check runs before any training: schema version, the feature the
+decoder needs, the vocabulary, and that the manifest describes the stored bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import List, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from captioner import manifest as manifest_lib
+from captioner import schema, storage, text
+from captioner.layout import MANIFEST_FILE
+from captioner.manifest import ManifestError
+
+log = logging.getLogger("trainer")
+
+FEATURE_KEYS = {"pooled": schema.POOLED, "spatial": schema.SPATIAL}
+_EXPECTED_RANK = {"pooled": 1, "spatial": 3}
+
+
+@dataclasses.dataclass
+class Counts:
+    """What one pass over a split found: images, (image, caption) examples and target tokens."""
+    images: int
+    examples: int
+    tokens: int
+
+    @property
+    def tokens_per_caption(self) -> float:
+        return self.tokens / max(1, self.examples)
+
+
+@dataclasses.dataclass
+class FeaturesFolder:
+    """A features folder that has passed the checks, seen through a local path."""
+    source: str              # what the user passed (local or gs://)
+    folder: str              # local path (a cached copy when `source` is gs://)
+    manifest: dict
+    tokens: List[str]        # the decoder's token table: PAD=0, OOV, START, END, then the words
+    feature: str             # the feature the decoder consumes: "pooled" | "spatial"
+
+    @property
+    def info(self) -> dict:
+        return self.manifest["features"][self.feature]
+
+    @property
+    def shape(self) -> List[int]:
+        return [int(d) for d in self.info["shape"]]
+
+    def files(self, split: str) -> List[str]:
+        return storage.match(os.path.join(self.folder, self.manifest["shards"][split]))
+
+
+def open_features(source: str, train_cfg, cache_dir: str) -> FeaturesFolder:
+    """Copies a gs:// folder to `cache_dir`, reads the manifest and refuses what the config cannot train on."""
+    if storage.is_remote(source):
+        log.info("copying features %s to the local cache %s", source, cache_dir)
+        if storage.exists(storage.join(source, MANIFEST_FILE)):
+            manifest_lib.read(source)  # fail on a wrong schema before copying the shards
+        folder = storage.copy_folder_to_local(source, cache_dir)
+    else:
+        folder = source
+    manifest = manifest_lib.read(folder)
+    feature = check_manifest(manifest, train_cfg, source)
+    vocabulary_path = os.path.join(folder, manifest["vocabulary"]["file"])
+    if not os.path.exists(vocabulary_path):
+        raise ManifestError(f"{source} has no {manifest['vocabulary']['file']} although its manifest names it: "
+                            "the extraction did not finish; re-run it")
+    words = [w for w, _ in text.parse_vocabulary(storage.read_text(vocabulary_path))]
+    if len(words) != int(manifest["vocabulary"]["size"]):
+        raise ManifestError(f"{vocabulary_path} holds {len(words)} words, the manifest says "
+                            f"{manifest['vocabulary']['size']}: the folder mixes two extractions; re-run it")
+    result = FeaturesFolder(source, folder, manifest, text.decoder_tokens(words), feature)
+    if not result.files("train"):
+        raise ManifestError(f"{source} has no train shards ({manifest['shards']['train']}): extract with a split "
+                            "file that assigns images to train")
+    _check_first_record(result)
+    return result
+
+
+def check_manifest(manifest: Mapping, train_cfg, source: str = "features") -> str:
+    """Returns the feature name the configured decoder consumes, or raises ManifestError saying what to do."""
+    feature = train_cfg.features
+    have = manifest.get("features", {})
+    if feature not in have:
+        hint = ("re-extract with --set extract.spatial=true, or train on pooled features with "
+                "--set train.features=pooled") if feature == "spatial" else "re-extract the features"
+        raise ManifestError(f"train.features={feature} but {source} has no {feature!r} features "
+                            f"(the manifest lists: {', '.join(sorted(have)) or 'none'}): {hint}")
+    info = have[feature]
+    shape = list(info.get("shape", []))
+    if len(shape) != _EXPECTED_RANK[feature] or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ManifestError(f"{source}: {feature} features have shape {shape}, expected "
+                            f"{'[C]' if feature == 'pooled' else '[H, W, C]'} of positive ints")
+    try:
+        np.dtype(info["dtype"])
+    except (TypeError, KeyError) as error:
+        raise ManifestError(f"{source}: {feature} features have an unknown dtype {info.get('dtype')!r}") from error
+    return feature
+
+
+def _check_first_record(features: FeaturesFolder) -> None:
+    """The manifest's shape and dtype must describe the bytes really stored (else every batch fails late)."""
+    first = next(iter(tf.data.TFRecordDataset(features.files("train")[:1]).take(1)), None)
+    if first is None:
+        return
+    raw = schema.parse_example_py(first.numpy())[features.feature]
+    want = math.prod(features.shape) * np.dtype(features.info["dtype"]).itemsize
+    if raw is None or len(raw) != want:
+        raise ManifestError(
+            f"{features.source}: a train record holds {0 if raw is None else len(raw)} bytes of {features.feature} "
+            f"features, the manifest's shape {features.shape} x {features.info['dtype']} needs {want}: "
+            "the shards and the manifest come from different extractions; re-run it")
+
+
+def describe(features: FeaturesFolder, counts: Mapping[str, Optional[Counts]]) -> str:
+    enc = features.manifest["encoder"]
+    parts = [f"features {features.source}: encoder {enc.get('name')} ({enc.get('source')}), "
+             f"{features.feature} {features.shape} {features.info['dtype']}, vocabulary {len(features.tokens)} tokens"]
+    for split, c in counts.items():
+        if c is not None:
+            parts.append(f"{split}: {c.images} images, {c.examples} examples, "
+                         f"{c.tokens_per_caption:.1f} target tokens per caption")
+    return "; ".join(parts)
+

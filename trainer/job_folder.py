@@ -1,0 +1,110 @@
+"""The trainer's job dir: what is where, the local working copy of a gs:// one, and atomic JSON files.
+
+TensorFlow is only handed local paths (its own gs:// ignores the emulator, and its
+plugin breaks TF 2.21), so a gs:// job dir is worked on in a local copy: brought
+down when the job resumes, mirrored back after every epoch. A killed job loses at
+most the epoch it was in, and JSON files are replaced whole, never half-written.
+
+    backup/                        BackupAndRestore: the cross-entropy epoch a restart resumes from
+    checkpoints/best.weights.h5    the best cross-entropy epoch by dev loss
+    logs/                          TensorBoard scalars (train/, validation/)
+    history.json                   one entry per run and per cross-entropy epoch
+    self_critical/                 history.json, last.weights.h5, best.weights.h5 of the fine-tuning
+    export/, eval.json, eval_captions.jsonl, summary.json   (names in captioner/layout.py)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from captioner import storage
+
+log = logging.getLogger("trainer")
+
+BACKUP = "backup"
+BACKUP_METADATA = os.path.join(BACKUP, "training_metadata.json")
+BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
+LOGS = "logs"
+HISTORY = "history.json"
+SELF_CRITICAL = "self_critical"
+SELF_CRITICAL_HISTORY = os.path.join(SELF_CRITICAL, "history.json")
+SELF_CRITICAL_LAST = os.path.join(SELF_CRITICAL, "last.weights.h5")
+SELF_CRITICAL_BEST = os.path.join(SELF_CRITICAL, "best.weights.h5")
+_PROGRESS = (BACKUP_METADATA, SELF_CRITICAL_HISTORY)  # a remote job dir holding either has work to resume
+
+
+class JobFolder:
+    """A job dir (local or gs://) and the local folder the job works in (the same one when local)."""
+
+    def __init__(self, job_dir: str, local: str):
+        self.job_dir = job_dir
+        self.local = local
+        self.remote = job_dir if storage.is_remote(job_dir) else None
+
+    @classmethod
+    def open(cls, job_dir: str, work_dir: str) -> "JobFolder":
+        """A local job dir as it is; a gs:// one through a fresh copy under `work_dir`, brought down when
+        it holds progress to resume from (the gs:// job dir is the truth, never a stale local copy)."""
+        if not storage.is_remote(job_dir):
+            os.makedirs(job_dir, exist_ok=True)
+            return cls(job_dir, job_dir)
+        local = os.path.join(work_dir, "job")
+        shutil.rmtree(local, ignore_errors=True)
+        os.makedirs(local)
+        for relative in _PROGRESS:
+            if storage.exists(storage.join(job_dir, *relative.split(os.sep))):
+                log.info("found %s in %s: copying the job folder down to resume", relative, job_dir)
+                storage.copy_folder_to_local(job_dir, local)
+                break
+        return cls(job_dir, local)
+
+    def path(self, relative: str) -> str:
+        """The local path of a file in the job dir (what TensorFlow and Keras are given)."""
+        return os.path.join(self.local, relative)
+
+    def shown(self, relative: str) -> str:
+        """The path as the user named the job dir (gs:// or local), for messages and summaries."""
+        return storage.join(self.job_dir, *relative.split(os.sep))
+
+    def exists(self, relative: str) -> bool:
+        return os.path.exists(self.path(relative))
+
+    def remove(self, relative: str) -> None:
+        if self.exists(relative):
+            os.remove(self.path(relative))
+
+    def read_json(self, relative: str, default: Any = None) -> Any:
+        if not self.exists(relative):
+            return default
+        with open(self.path(relative)) as handle:
+            return json.load(handle)
+
+    def write_json(self, relative: str, value: Any) -> str:
+        """Writes the whole file under a temporary name, then renames it: readers never see half of it."""
+        path = self.path(relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as handle:
+            json.dump(value, handle, indent=1)
+        os.replace(path + ".tmp", path)
+        return path
+
+    def backup_epoch(self) -> int:
+        """The cross-entropy epoch the backup resumes from (0: no backup)."""
+        return int((self.read_json(BACKUP_METADATA) or {}).get("epoch", 0))
+
+    def sync(self) -> None:
+        """Mirrors the local copy to a gs:// job dir; backup files deleted locally are deleted there too."""
+        if not self.remote:
+            return
+        storage.copy_folder_from_local(self.local, self.remote)
+        local_backup, remote_backup = self.path(BACKUP), storage.join(self.remote, BACKUP)
+        stale = [path for path in storage.match(storage.join(remote_backup, "**"))
+                 if not os.path.exists(os.path.join(local_backup, path[len(remote_backup) + 1:]))]
+        if stale:
+            FileSystems.delete(stale)
+
