@@ -1,6 +1,6 @@
 """Benchmark: caption-and-score end to end (Beam, from JPEG files) vs the classic per-word loop.
 
-    .venv/bin/python bench/caption.py --model JOB/export --data ../shared/data/flickr8k [--limit N]
+    .venv/bin/python -m bench.caption --model JOB/export --data ../shared/data/flickr8k [--limit N]
 
 Captions the Flickr8k test images (DATA/Flickr_8k.testImages.txt) from their JPEG files, each method in its
 own child process (so peak RSS is its own):
@@ -18,7 +18,6 @@ It prints a Markdown table with the ratios and the targets: >= 50x the classic m
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -27,24 +26,21 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import classic  # noqa: E402  (bench/classic.py)
+from bench import harness, tutorial
+from captioner.layout import BLEU_JSON, BUNDLE_FILE, CAPTIONS_JSONL, EXPORT_DIR, SPLIT_FILES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the children inherit it: TensorFlow's C++ notices off
 
-TEST_LIST = "Flickr_8k.testImages.txt"
+TEST_LIST = SPLIT_FILES["test"]
 TOKENS = "Flickr8k.token.txt"
 TARGETS = {"vs_classic": 50.0, "beam3_per_s": 20.0}
 
 
 def check_inputs(model: str, data: str) -> None:
     """Exits non-zero with a clear message when the bundle or the data set is not where the flags say."""
-    if not os.path.exists(os.path.join(model, "bundle.json")):
-        raise SystemExit(f"error: {os.path.join(model, 'bundle.json')} does not exist: --model must be the export/ "
-                         "folder of a finished `python -m trainer.task` job (JOB_DIR/export)")
+    if not os.path.exists(os.path.join(model, BUNDLE_FILE)):
+        raise SystemExit(f"error: {os.path.join(model, BUNDLE_FILE)} does not exist: --model must be the "
+                         f"{EXPORT_DIR}/ folder of a finished `python -m trainer.task` job (JOB_DIR/{EXPORT_DIR})")
     missing = [p for p in (os.path.join(data, "images"), os.path.join(data, TEST_LIST), os.path.join(data, TOKENS))
                if not os.path.exists(p)]
     if missing:
@@ -65,48 +61,32 @@ def test_ids(data: str, limit) -> list:
 def measure_classic(args) -> dict:
     from captioner import config as config_lib
     from captioner import images, schema
-    from trainer import bundle
+    from captioner.bundle import Captioner
     started = time.time()
-    captioner = bundle.Captioner.load(args.model)
+    captioner = Captioner.load(args.model)
     encoder = captioner.encoder
-    max_words = int(args.max_length or config_lib.load(args.config)["caption"]["max_length"])
+    max_words = int(args.max_length or config_lib.load(args.config).caption.max_length)
     info = captioner.feature_info[captioner.feature]
-    with open(args.ids) as handle:
+    with open(args._ids) as handle:
         ids = [line.strip() for line in handle if line.strip()]
 
-    def caption(image_id: str):
+    def features_of(image_id: str):
         with open(os.path.join(args.data, "images", image_id), "rb") as handle:
             pixels = images.decode_image(handle.read(), encoder.input_size)
-        features = schema.dequantize(encoder.encode(pixels[None])[captioner.feature], info)[0]
-        sequence, calls = classic.classic_greedy(captioner.model, features, max_words)
-        return classic.words_of(sequence, captioner.tokens), calls
+        return schema.dequantize(encoder.encode(pixels[None])[captioner.feature], info)[0]
 
-    caption(ids[0])  # warm-up: the first encode and predict (tracing) are not timed
-    startup = time.time() - started
-    captions, calls, loop_started = {}, 0, time.time()
-    for image_id in ids:
-        captions[image_id], used = caption(image_id)
-        calls += used
-    seconds = time.time() - loop_started
-    return {"images": len(ids), "seconds": seconds, "startup_s": startup, "captions_per_s": len(ids) / seconds,
-            "predict_calls": calls, "captions": captions, "max_length": max_words}
+    # start-up: loading, and the first image (its encode and predict, tracing), captioned untimed first
+    result = tutorial.caption_all(captioner.model, captioner.tokens, ids, features_of, max_words, since=started)
+    return {**result, "max_length": max_words}
 
 
 def classic_in_child(args, ids: list, work: str) -> dict:
-    ids_path, result_path = os.path.join(work, "classic_ids.txt"), os.path.join(work, "classic.json")
+    ids_path = os.path.join(work, "classic_ids.txt")
     with open(ids_path, "w") as handle:
         handle.write("\n".join(ids) + "\n")
-    command = [sys.executable, os.path.abspath(__file__), "--_measure", "classic", "--_result", result_path,
-               "--_ids", ids_path, "--model", args.model, "--data", args.data, "--config", args.config]
-    if args.max_length:
-        command += ["--max_length", str(args.max_length)]
-    print(f"[bench] classic loop over {len(ids)} images ...", flush=True)
-    run = classic.run_child(command, os.path.join(work, "classic.log"))
-    if run["rc"] != 0 or not os.path.exists(result_path):
-        raise SystemExit(f"error: the classic loop failed (exit {run['rc']}); last lines of {run['log']}:\n"
-                         + classic.log_tail(run["log"]))
-    with open(result_path) as handle:
-        return {**json.load(handle), **run}
+    return harness.measure_in_child("caption", "classic", work, {
+        "_ids": ids_path, "model": args.model, "data": args.data, "config": args.config,
+        "max_length": args.max_length or None}, what=f"the classic loop over {len(ids)} images")
 
 
 # --- the pipeline, in a child ----------------------------------------------------------------------
@@ -126,15 +106,12 @@ def run_pipeline(args, include: str, work: str, beam_size: int, tag: str = "") -
     shutil.rmtree(output, ignore_errors=True)
     command = pipeline_command(args, include, output, beam_size)
     print(f"[bench] pipeline beam {beam_size}: " + " ".join(shlex.quote(c) for c in command[1:]), flush=True)
-    run = classic.run_child(command, os.path.join(work, f"pipeline-beam{beam_size}{tag}.log"), sample_tree=True)
-    summary_path = os.path.join(output, "bleu.json")
-    if run["rc"] != 0 or not os.path.exists(summary_path):
-        raise SystemExit(f"error: the pipeline (beam {beam_size}) failed (exit {run['rc']}); last lines of "
-                         f"{run['log']}:\n" + classic.log_tail(run["log"]))
-    with open(summary_path) as handle:
-        summary = json.load(handle)
+    summary_path = os.path.join(output, BLEU_JSON)
+    run = harness.run_checked(command, os.path.join(work, f"pipeline-beam{beam_size}{tag}.log"), summary_path,
+                              f"the pipeline (beam {beam_size})", sample_tree=True)
+    summary = harness.read_json(summary_path)
     captions = {}
-    with open(os.path.join(output, "captions.jsonl")) as handle:
+    with open(os.path.join(output, CAPTIONS_JSONL)) as handle:
         for line in handle:
             row = json.loads(line)
             captions[row["image_id"]] = row["caption"]
@@ -144,50 +121,40 @@ def run_pipeline(args, include: str, work: str, beam_size: int, tag: str = "") -
 
 
 # --- report ----------------------------------------------------------------------------------------
-def _words(captions: dict) -> str:
-    values = list(captions.values())
-    return f"{sum(len(c.split()) for c in values) / max(1, len(values)):.1f}"
-
-
-def _met(ok: bool) -> str:
-    return "yes" if ok else "**no**"
-
-
 def report(pipelines: list, old: dict, command: str, facts: dict) -> str:
     lines = [
         "## Caption and score from JPEG files: the pipeline vs the classic per-word loop",
         "",
         f"- command: `{command}`",
-        f"- machine: {classic.machine()}; date: {classic.today()}",
+        f"- machine: {harness.machine()}; date: {harness.today()}",
         f"- bundle: {facts['model']} ({facts['decoder']} decoder on {facts['feature']} features of "
         f"{facts['encoder']}); data: {facts['data']}, {facts['images']} test images; config {facts['config']}",
         "",
-        "| method | images | wall s | captions/s | peak RSS MB (largest process) | peak RSS MB (process tree) "
-        "| words/caption | BLEU-1..4 | vs classic |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    rows, targets = [], []
     for p in pipelines:
         bleu = " / ".join(f"{100 * b:.1f}" for b in p["bleu"]) if p["bleu"] else "n/a"
-        lines.append(f"| pipeline, beam {p['beam_size']} ({facts['workers']} workers, start-up included) | "
-                     f"{p['images']} | {p['wall_s']:.1f} | {p['captions_per_s']:.1f} | {p['peak_rss_mb']:.0f} | "
-                     f"{p['peak_tree_rss_mb']:.0f} | {_words(p['captions'])} | {bleu} | "
-                     f"{p['captions_per_s'] / old['captions_per_s']:.0f}x |")
-        lines.append(f"| pipeline, beam {p['beam_size']}, start-up excluded (marginal, {p['part_images']} -> "
-                     f"{p['images']} images) | {p['images'] - p['part_images']} | "
-                     f"{p['wall_s'] - p['part_wall_s']:.1f} | {p['marginal_per_s']:.1f} | - | - | - | - | "
-                     f"{p['marginal_per_s'] / old['captions_per_s']:.0f}x |")
-    lines.append(f"| classic: decode + encode (batch 1) + one predict per word, greedy | {old['images']} | "
-                 f"{old['seconds']:.1f} (+{old['startup_s']:.1f} start-up) | {old['captions_per_s']:.2f} | "
-                 f"{old['peak_rss_mb']:.0f} | - | {_words(old['captions'])} | - | 1x |")
-    lines += ["", "| target | value | met |", "| --- | --- | --- |"]
-    for p in pipelines:
+        rows.append([f"pipeline, beam {p['beam_size']} ({facts['workers']} workers, start-up included)",
+                     p["images"], f"{p['wall_s']:.1f}", f"{p['captions_per_s']:.1f}", f"{p['peak_rss_mb']:.0f}",
+                     f"{p['peak_tree_rss_mb']:.0f}", harness.mean_words(p["captions"]), bleu,
+                     f"{p['captions_per_s'] / old['captions_per_s']:.0f}x"])
+        rows.append([f"pipeline, beam {p['beam_size']}, start-up excluded (marginal, {p['part_images']} -> "
+                     f"{p['images']} images)", p["images"] - p["part_images"], f"{p['wall_s'] - p['part_wall_s']:.1f}",
+                     f"{p['marginal_per_s']:.1f}", "-", "-", "-", "-",
+                     f"{p['marginal_per_s'] / old['captions_per_s']:.0f}x"])
         for label, rate in (("start-up included", p["captions_per_s"]), ("start-up excluded", p["marginal_per_s"])):
             ratio = rate / old["captions_per_s"]
-            lines.append(f"| pipeline beam {p['beam_size']} ({label}) >= {TARGETS['vs_classic']:.0f}x the classic "
-                         f"method | {ratio:.0f}x | {_met(ratio >= TARGETS['vs_classic'])} |")
+            targets.append([f"pipeline beam {p['beam_size']} ({label}) >= {TARGETS['vs_classic']:.0f}x the classic "
+                            "method", f"{ratio:.0f}x", harness.met(ratio >= TARGETS["vs_classic"])])
             if p["beam_size"] == 3:
-                lines.append(f"| pipeline beam 3 ({label}) >= {TARGETS['beam3_per_s']:.0f} captions/s on "
-                             f"{os.cpu_count()} cores | {rate:.1f} | {_met(rate >= TARGETS['beam3_per_s'])} |")
+                targets.append([f"pipeline beam 3 ({label}) >= {TARGETS['beam3_per_s']:.0f} captions/s on "
+                                f"{os.cpu_count()} cores", f"{rate:.1f}", harness.met(rate >= TARGETS["beam3_per_s"])])
+    rows.append(["classic: decode + encode (batch 1) + one predict per word, greedy", old["images"],
+                 f"{old['seconds']:.1f} (+{old['startup_s']:.1f} start-up)", f"{old['captions_per_s']:.2f}",
+                 f"{old['peak_rss_mb']:.0f}", "-", harness.mean_words(old["captions"]), "-", "1x"])
+    lines += [harness.markdown_table(["method", "images", "wall s", "captions/s", "peak RSS MB (largest process)",
+                                      "peak RSS MB (process tree)", "words/caption", "BLEU-1..4", "vs classic"], rows),
+              "", harness.markdown_table(["target", "value", "met"], targets)]
     greedy = next((p for p in pipelines if p["beam_size"] == 1), None)
     same = (f"; the classic captions equal the pipeline's beam-1 captions on "
             f"{sum(1 for i, c in old['captions'].items() if greedy['captions'].get(i) == c)} of {old['images']} "
@@ -208,7 +175,7 @@ def report(pipelines: list, old: dict, command: str, facts: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("caption", __doc__)
     parser.add_argument("--model", required=True, metavar="EXPORT_DIR",
                         help="a trained bundle: the export/ folder of `python -m trainer.task` (JOB_DIR/export)")
     parser.add_argument("--data", required=True, metavar="FOLDER",
@@ -232,15 +199,10 @@ def main() -> None:
                         help="keep the logs and the pipelines' outputs (captions, bleu.json, report.html) here "
                              "(default: a temporary folder, removed at the end)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write every measurement here as JSON")
-    for hidden in ("--_measure", "--_result", "--_ids"):
-        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    harness.add_measure_flags(parser, "--_ids")
     args = parser.parse_args()
     args.model, args.data = os.path.abspath(args.model), os.path.abspath(args.data)
-    if args._measure:
-        args.ids = args._ids
-        result = measure_classic(args)
-        with open(args._result, "w") as handle:
-            json.dump(result, handle)
+    if harness.serve_measure(args, {"classic": measure_classic}):
         return
 
     check_inputs(args.model, args.data)
@@ -251,8 +213,7 @@ def main() -> None:
     if not beam_sizes or min(beam_sizes) < 1 or args.classic_images < 1:
         raise SystemExit("error: --beam_sizes needs widths >= 1 and --classic_images must be >= 1")
     ids = test_ids(args.data, args.limit)
-    with open(os.path.join(args.model, "bundle.json")) as handle:
-        bundle = json.load(handle)
+    bundle = harness.read_json(os.path.join(args.model, BUNDLE_FILE))
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-caption-")
     os.makedirs(work, exist_ok=True)
     try:
@@ -266,17 +227,15 @@ def main() -> None:
         for k in beam_sizes:
             full, part = run_pipeline(args, include, work, k), run_pipeline(args, part_include, work, k, "-quarter")
             pipelines.append({**full, "part_images": part["images"], "part_wall_s": part["wall_s"],
-                              "marginal_per_s": classic.marginal_rate(full["images"], full["wall_s"],
+                              "marginal_per_s": harness.marginal_rate(full["images"], full["wall_s"],
                                                                      part["images"], part["wall_s"])})
         old = classic_in_child(args, ids[:args.classic_images], work)
         facts = {"model": args.model, "decoder": bundle["decoder"], "feature": bundle["consumes"][0],
                  "encoder": bundle["encoder"].get("name"), "data": args.data, "images": len(ids),
                  "config": args.config, "workers": args.workers}
-        command = "bench/caption.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        print(report(pipelines, old, command, facts))
+        print(report(pipelines, old, harness.command_line("caption"), facts))
         if args.json:
-            with open(args.json, "w") as handle:
-                json.dump({"pipelines": pipelines, "classic": old}, handle, indent=1)
+            harness.write_json(args.json, {"pipelines": pipelines, "classic": old}, indent=1)
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

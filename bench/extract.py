@@ -1,6 +1,6 @@
 """Benchmark: the extraction pipeline vs the encoder's limit vs the classic one-call-per-image loop.
 
-    .venv/bin/python bench/extract.py [--data ../shared/data/flickr8k] [--models ../shared/models]
+    .venv/bin/python -m bench.extract [--data ../shared/data/flickr8k] [--models ../shared/models]
 
 For each encoder, in one run, each method in its own process (so peak RSS is its own):
   pipeline  - pipelines.extract_features on DirectRunner, 2 worker processes, start-up included
@@ -16,18 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
+import shutil
 import tempfile
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import classic  # noqa: E402  (bench/classic.py: shared benchmark helpers)
+from bench import harness
 
 
 def _images(data: str, limit: int) -> list:
@@ -78,71 +73,76 @@ def measure_pipeline(encoder_name: str, paths: list, data: str) -> float:
         return len(paths) / (time.time() - started)
 
 
-METHODS = {"pipeline": measure_pipeline, "limit": measure_limit, "classic": measure_classic}
+def _measure_rate(args) -> dict:
+    """In the child: images/s of the method --_measure on the first --_count images of --data."""
+    paths = _images(args.data, args._count)
+    rate = (measure_pipeline(args._encoder, paths, args.data) if args._measure == "pipeline"
+            else {"limit": measure_limit, "classic": measure_classic}[args._measure](args._encoder, paths))
+    return {"images_per_s": rate}
 
 
-def _in_child(method: str, encoder: str, count: int, data: str) -> dict:
+METHODS = dict.fromkeys(("pipeline", "limit", "classic"), _measure_rate)
+
+
+def _in_child(method: str, encoder: str, count: int, data: str, work: str) -> dict:
     """Runs one measurement in a fresh process; returns images/s, wall and that process's peak RSS."""
-    started = time.time()
-    child = subprocess.Popen([sys.executable, __file__, "--_measure", method, "--_encoder", encoder,
-                              "--_count", str(count), "--data", data], stdout=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    output = child.stdout.read().decode().strip().splitlines()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{method} on {encoder} failed")
-    return {"images_per_s": float(output[-1]), "wall_s": time.time() - started,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "images": count}
+    run = harness.measure_in_child("extract", method, work, {"_encoder": encoder, "_count": count, "data": data},
+                                   what=f"{method} on {encoder}", announce=False)
+    return {"images_per_s": run["images_per_s"], "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"],
+            "images": count}
 
 
 def _marginal(full: dict, part: dict) -> dict:
     """The start-up-excluded row: the images the full run does beyond the partial one, and their rate."""
     full_s, part_s = (run["images"] / run["images_per_s"] for run in (full, part))
-    return {"images_per_s": classic.marginal_rate(full["images"], full_s, part["images"], part_s),
+    return {"images_per_s": harness.marginal_rate(full["images"], full_s, part["images"], part_s),
             "wall_s": full_s - part_s, "peak_rss_mb": full["peak_rss_mb"], "images": full["images"] - part["images"]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "flickr8k"))
-    parser.add_argument("--models", default=os.path.join(ROOT, "..", "shared", "models"))
+    parser = harness.argument_parser("extract", __doc__)
+    parser.add_argument("--data", default=os.path.join(harness.ROOT, "..", "shared", "data", "flickr8k"))
+    parser.add_argument("--models", default=os.path.join(harness.ROOT, "..", "shared", "models"))
     parser.add_argument("--vgg16_images", type=int, default=300, help="subset size for VGG16 (default: %(default)s)")
     parser.add_argument("--classic_images", type=int, default=500,
                         help="images for the classic loop and the limit (default: %(default)s)")
-    parser.add_argument("--_measure", help=argparse.SUPPRESS)
-    parser.add_argument("--_encoder", help=argparse.SUPPRESS)
+    harness.add_measure_flags(parser, "--_encoder")
     parser.add_argument("--_count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args._measure:
-        paths = _images(args.data, args._count)
-        print(METHODS[args._measure](args._encoder, paths, args.data) if args._measure == "pipeline"
-              else METHODS[args._measure](args._encoder, paths))
+    args.data = os.path.abspath(args.data)
+    if harness.serve_measure(args, METHODS):
         return
     total = len(os.listdir(os.path.join(args.data, "images")))
-    tflite = os.path.join(args.models, "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
+    tflite = os.path.abspath(os.path.join(args.models, "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"))
     plan = [("mobilenet_v1 tflite", tflite, total, min(args.classic_images, total)),
             ("vgg16 (weights=none)", "vgg16", args.vgg16_images, min(args.classic_images, args.vgg16_images) // 3)]
     results = []
-    for label, encoder, pipeline_count, sample in plan:
-        full = _in_child("pipeline", encoder, pipeline_count, args.data)
-        quarter = _in_child("pipeline", encoder, pipeline_count // 4, args.data)
-        row = {"encoder": label, "pipeline": full, "pipeline, start-up excluded": _marginal(full, quarter),
-               "limit": _in_child("limit", encoder, sample, args.data),
-               "classic": _in_child("classic", encoder, sample, args.data)}
-        results.append(row)
+    work = tempfile.mkdtemp(prefix="bench-extract-")
+    try:
+        for label, encoder, pipeline_count, sample in plan:
+            full = _in_child("pipeline", encoder, pipeline_count, args.data, work)
+            quarter = _in_child("pipeline", encoder, pipeline_count // 4, args.data, work)
+            row = {"encoder": label, "pipeline": full, "pipeline, start-up excluded": _marginal(full, quarter),
+                   "limit": _in_child("limit", encoder, sample, args.data, work),
+                   "classic": _in_child("classic", encoder, sample, args.data, work)}
+            results.append(row)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(table(results))
     print(json.dumps(results))
 
 
 def table(results: list) -> str:
-    lines = ["| encoder | method | images | images/s | wall s | peak RSS MB | vs limit | vs classic |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for row in results:
         limit, classic = row["limit"]["images_per_s"], row["classic"]["images_per_s"]
         for method in ("pipeline", "pipeline, start-up excluded", "limit", "classic"):
             m = row[method]
-            lines.append(f"| {row['encoder']} | {method} | {m['images']} | {m['images_per_s']:.1f} | {m['wall_s']:.0f} | "
-                         f"{m['peak_rss_mb']:.0f} | {m['images_per_s'] / limit:.2f}x | {m['images_per_s'] / classic:.2f}x |")
-    return "\n".join(lines)
+            rows.append([row["encoder"], method, m["images"], f"{m['images_per_s']:.1f}", f"{m['wall_s']:.0f}",
+                         f"{m['peak_rss_mb']:.0f}", f"{m['images_per_s'] / limit:.2f}x",
+                         f"{m['images_per_s'] / classic:.2f}x"])
+    return harness.markdown_table(["encoder", "method", "images", "images/s", "wall s", "peak RSS MB", "vs limit",
+                                   "vs classic"], rows)
 
 
 if __name__ == "__main__":

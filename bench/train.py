@@ -1,6 +1,6 @@
 """Benchmark: the trainer vs the classic Keras merge-model tutorial, training and greedy decoding.
 
-    .venv/bin/python bench/train.py --features FEATURES_DIR [--epochs 1] [--limit_images N]
+    .venv/bin/python -m bench.train --features FEATURES_DIR [--epochs 1] [--limit_images N]
 
 FEATURES_DIR is a folder written by `python -m pipelines.extract_features` (manifest.json, vocabulary.txt,
 train/dev/test shards with pooled features). In one run, each method in its own child process (so peak
@@ -13,27 +13,22 @@ RSS, os.wait4's ru_maxrss, is its own), on the same merge model (embedding 256, 
                  tf.data, masked loss)
 and greedy decoding, on the weights (b) exported:
   (c) classic  - the tutorials' generate_desc loop: one model.predict call per word per image, batch 1
-  (d) trainer  - trainer.bundle.Captioner.caption_features, batched greedy search, batches of 64
+  (d) trainer  - captioner.bundle.Captioner.caption_features, batched greedy search, batches of 64
 It prints a Markdown table (seconds per epoch, peak RSS, best dev loss, captions/s) with the ratios and
 the targets: (b) >= 5x faster per epoch than (a), (d) >= 50x faster than (c), (b) peak RSS < 3 GB.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
 import shutil
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import classic  # noqa: E402  (bench/classic.py)
+from bench import harness, tutorial
+from captioner.layout import EXPORT_DIR, MANIFEST_FILE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the children inherit it: TensorFlow's C++ notices off
 
@@ -44,15 +39,14 @@ TARGETS = {"epoch_speedup": 5.0, "decode_speedup": 50.0, "trainer_rss_mb": 3000.
 # --- inputs --------------------------------------------------------------------------------------
 def check_features(path: str) -> None:
     """Exits non-zero with a clear message unless `path` is a finished extraction with pooled features."""
-    manifest_path = os.path.join(path, "manifest.json")
+    manifest_path = os.path.join(path, MANIFEST_FILE)
     if not os.path.isdir(path):
         raise SystemExit(f"error: --features {path} does not exist: pass the --output folder of "
                          "`python -m pipelines.extract_features`")
     if not os.path.exists(manifest_path):
         raise SystemExit(f"error: {manifest_path} does not exist: --features must be the --output folder of a "
                          "finished `python -m pipelines.extract_features` run")
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
+    manifest = harness.read_json(manifest_path)
     if "pooled" not in manifest.get("features", {}):
         raise SystemExit(f"error: {path} has no pooled features (manifest lists "
                          f"{sorted(manifest.get('features', {}))}): both methods train on pooled features")
@@ -68,8 +62,7 @@ def limited_copy(source: str, target: str, train: int, dev: int) -> str:
     Records are copied byte for byte (one shard per split), the manifest's counts are updated.
     """
     import tensorflow as tf
-    with open(os.path.join(source, "manifest.json")) as handle:
-        manifest = json.load(handle)
+    manifest = harness.read_json(os.path.join(source, MANIFEST_FILE))
     os.makedirs(target, exist_ok=True)
     shutil.copy(os.path.join(source, manifest["vocabulary"]["file"]), os.path.join(target, manifest["vocabulary"]["file"]))
     for split, limit in (("train", train), ("dev", dev), ("test", None)):
@@ -86,89 +79,40 @@ def limited_copy(source: str, target: str, train: int, dev: int) -> str:
                 writer.write(record.numpy())
                 written += 1
         manifest["counts"][split] = written
-    with open(os.path.join(target, "manifest.json"), "w") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
+    harness.write_json(os.path.join(target, MANIFEST_FILE), manifest, indent=2, sort_keys=True)
     return target
 
 
 # --- (a) classic training, in a child ---------------------------------------------------------------
 def measure_classic_train(args) -> dict:
-    import keras
-    folder, caption_data = classic.open_folder(args.features, "pooled")
-    tokens = folder.tokens
-    index = {t: i for i, t in enumerate(tokens)}
-    max_words = 32
-    train = classic.read_split(folder, caption_data, "train")
-    dev = classic.read_split(folder, caption_data, "dev")
-    # the tutorials keep every photo's features in a dict in memory, and every description as text
-    photos = {i: f for i, f in zip(train.ids + dev.ids, list(train.features) + list(dev.features))}
-    train_desc = {i: [classic.caption_sequence(c, index, max_words) for c in refs]
-                  for i, refs in zip(train.ids, train.references) if refs}
-    dev_desc = {i: [classic.caption_sequence(c, index, max_words) for c in refs]
-                for i, refs in zip(dev.ids, dev.references) if refs}
-    max_length = classic.max_sequence_length(train.references, max_words)
-    keras.utils.set_random_seed(42)
-    model = classic.build_merge_model(train.features.shape[1], len(tokens), max_length, UNITS)
-
-    class EpochTimes(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.epochs = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):  # after the dev pass, as trainer.training.HistoryFile times it
-            self.epochs.append({"epoch": epoch + 1, "seconds": time.time() - self.started,
-                                **{k: float(v) for k, v in (logs or {}).items()}})
-
-    timer = EpochTimes()
-    validation = {}
-    if dev_desc:
-        validation = {"validation_data": classic.data_generator(dev_desc, photos, max_length, len(tokens)),
-                      "validation_steps": len(dev_desc)}
-    model.fit(classic.data_generator(train_desc, photos, max_length, len(tokens)), epochs=args.epochs,
-              steps_per_epoch=len(train_desc), callbacks=[timer], verbose=2, **validation)
-    return {"epochs": timer.epochs, "train_images": len(train_desc), "dev_images": len(dev_desc),
-            "train_samples": classic.prefix_samples(train_desc), "dev_samples": classic.prefix_samples(dev_desc),
-            "dev_captions": sum(len(v) for v in dev_desc.values()),
-            "max_length": max_length, "parameters": int(model.count_params())}
+    return tutorial.fit_classic(args.features, args.epochs, UNITS)
 
 
 # --- (c) / (d) decoding, in a child ----------------------------------------------------------------
 def _bundle_and_test(args):
-    from trainer import bundle
-    captioner = bundle.Captioner.load(args.model)
-    folder, caption_data = classic.open_folder(args.features, captioner.feature)
-    return captioner, classic.read_split(folder, caption_data, "test", args.limit)
+    from captioner.bundle import Captioner
+    captioner = Captioner.load(args.model)
+    folder, caption_data = tutorial.open_folder(args.features, captioner.feature)
+    return captioner, tutorial.read_split(folder, caption_data, "test", args.limit)
 
 
 def measure_classic_decode(args) -> dict:
     captioner, test = _bundle_and_test(args)
-    max_words = captioner.max_length
-    values = test.features  # dequantized, as the tutorials keep them
-    classic.classic_greedy(captioner.model, values[0], max_words)  # warm-up: the first predict traces
-    captions, calls, started = {}, 0, time.time()
-    for image_id, features in zip(test.ids, values):
-        sequence, used = classic.classic_greedy(captioner.model, features, max_words)
-        calls += used
-        captions[image_id] = classic.words_of(sequence, captioner.tokens)
-    seconds = time.time() - started
-    return {"images": len(test.ids), "seconds": seconds, "captions_per_s": len(test.ids) / seconds,
-            "predict_calls": calls, "captions": captions}
+    values = dict(zip(test.ids, test.features))  # dequantized, as the tutorials keep them
+    return tutorial.caption_all(captioner.model, captioner.tokens, test.ids, values.__getitem__, captioner.max_length)
 
 
 def measure_batched_decode(args) -> dict:
-    from trainer import models
+    from captioner.decoder.architectures import parameter_count
     captioner, test = _bundle_and_test(args)
     captioner.batch_size = args.batch  # Captioner splits its input into batches of this size
     stored = {captioner.feature: test.stored}
     passes = []
     for _ in range(2):  # pass 1 traces the tf.function(s), pass 2 is the steady state
-        seconds, results = classic.timed(captioner.caption_features, stored, beam_size=1)
+        seconds, results = harness.timed(captioner.caption_features, stored, beam_size=1)
         passes.append(seconds)
     return {"images": len(test.ids), "seconds": passes[1], "cold_seconds": passes[0],
-            "captions_per_s": len(test.ids) / passes[1], "parameters": models.parameter_count(captioner.model),
+            "captions_per_s": len(test.ids) / passes[1], "parameters": parameter_count(captioner.model),
             "captions": {i: caption for i, (caption, _) in zip(test.ids, results)}}
 
 
@@ -177,18 +121,7 @@ MEASURES = {"classic_train": measure_classic_train, "classic_decode": measure_cl
 
 
 def in_child(measure: str, work: str, **options) -> dict:
-    result_path = os.path.join(work, f"{measure}.json")
-    command = [sys.executable, os.path.abspath(__file__), "--_measure", measure, "--_result", result_path]
-    for key, value in options.items():
-        if value is not None:
-            command += [f"--{key}", str(value)]
-    print(f"[bench] {measure} ...", flush=True)
-    run = classic.run_child(command, os.path.join(work, f"{measure}.log"))
-    if run["rc"] != 0 or not os.path.exists(result_path):
-        raise SystemExit(f"error: {measure} failed (exit {run['rc']}); last lines of {run['log']}:\n"
-                         + classic.log_tail(run["log"]))
-    with open(result_path) as handle:
-        return {**json.load(handle), **run}
+    return harness.measure_in_child("train", measure, work, options)
 
 
 # --- (b) the trainer, in a child -------------------------------------------------------------------
@@ -204,19 +137,16 @@ def trainer_command(features: str, job_dir: str, epochs: int, extra_sets) -> lis
 
 
 def run_trainer(features: str, work: str, epochs: int, extra_sets) -> dict:
+    from trainer.job_folder import HISTORY
     job_dir = os.path.join(work, "job")
     shutil.rmtree(job_dir, ignore_errors=True)
     command = trainer_command(features, job_dir, epochs, extra_sets)
     print("[bench] trainer: " + " ".join(shlex.quote(c) for c in command[1:]), flush=True)
-    run = classic.run_child(command, os.path.join(work, "trainer.log"))
-    history_path = os.path.join(job_dir, "history.json")
-    if run["rc"] != 0 or not os.path.exists(history_path):
-        raise SystemExit(f"error: the trainer failed (exit {run['rc']}); last lines of {run['log']}:\n"
-                         + classic.log_tail(run["log"]))
-    with open(history_path) as handle:
-        history = json.load(handle)
+    history_path = os.path.join(job_dir, HISTORY)
+    run = harness.run_checked(command, os.path.join(work, "trainer.log"), history_path, "the trainer")
+    history = harness.read_json(history_path)
     return {**run, "epochs": history["epochs"], "run_info": history["runs"][-1], "job_dir": job_dir,
-            "export": os.path.join(job_dir, "export")}
+            "export": os.path.join(job_dir, EXPORT_DIR)}
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -232,22 +162,8 @@ def _best(epochs: list, key: str = "val_loss"):
     return min(values) if values else None
 
 
-def _b_dev_loss(b: dict) -> str:
-    best = _best(b["epochs"])
-    return "n/a" if best is None else f"{best:.3f}"
-
-
-def _mean_words(result: dict) -> str:
-    captions = list(result["captions"].values())
-    return f"{sum(len(c.split()) for c in captions) / max(1, len(captions)):.1f}"
-
-
 def _fmt(value, spec: str = ".1f", none: str = "n/a") -> str:
     return none if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-def _met(ok) -> str:
-    return "n/a" if ok is None else ("yes" if ok else "**no**")
 
 
 def report(results: dict, command: str, facts: dict) -> str:
@@ -259,37 +175,36 @@ def report(results: dict, command: str, facts: dict) -> str:
         "## Training and greedy decoding: the trainer vs the classic merge-model tutorial",
         "",
         f"- command: `{command}`",
-        f"- machine: {classic.machine()}; date: {classic.today()}",
+        f"- machine: {harness.machine()}; date: {harness.today()}",
         f"- data: {facts['features']}: {a['train_images']} train / {a['dev_images']} dev / {d['images']} test images, "
         f"vocabulary {facts['vocabulary']} tokens, pooled features {facts['shape']} {facts['dtype']}; "
         f"epochs: {facts['epochs']}",
         "",
-        "| method | what | epoch 1 s | epochs 2+ s | peak RSS MB | best dev loss | decoding | captions/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| (a) classic | model.fit on a per-image prefix generator, {a['train_samples']} samples/epoch, batch = one "
-        f"image (~{a['train_samples'] / max(1, a['train_images']):.0f}), one-hot targets | {a_first:.1f} | "
-        f"{_fmt(a_later)} | {a['peak_rss_mb']:.0f} | {_fmt(_best(a['epochs']), '.3f')} ¹ | "
-        f"(c) one predict per word, batch 1, {c['images']} images, {c['predict_calls']} calls, "
-        f"{_mean_words(c)} words/caption | "
-        f"{c['captions_per_s']:.2f} |",
-        f"| (b) trainer | trainer.task, merge decoder, {b['run_info']['steps_per_epoch']} steps x "
-        f"{b['run_info']['global_batch']} captions | {b_first:.1f} | {_fmt(b_later)} | {b['peak_rss_mb']:.0f} | "
-        f"{_b_dev_loss(b)} ² | (d) Captioner.caption_features, greedy, batches of "
-        f"{facts['batch']}, {d['images']} images, {_mean_words(d)} words/caption | {d['captions_per_s']:.1f} |",
+        harness.markdown_table(
+            ["method", "what", "epoch 1 s", "epochs 2+ s", "peak RSS MB", "best dev loss", "decoding", "captions/s"],
+            [["(a) classic", f"model.fit on a per-image prefix generator, {a['train_samples']} samples/epoch, batch = "
+              f"one image (~{a['train_samples'] / max(1, a['train_images']):.0f}), one-hot targets", f"{a_first:.1f}",
+              _fmt(a_later), f"{a['peak_rss_mb']:.0f}", f"{_fmt(_best(a['epochs']), '.3f')} ¹",
+              f"(c) one predict per word, batch 1, {c['images']} images, {c['predict_calls']} calls, "
+              f"{harness.mean_words(c['captions'])} words/caption", f"{c['captions_per_s']:.2f}"],
+             ["(b) trainer", f"trainer.task, merge decoder, {b['run_info']['steps_per_epoch']} steps x "
+              f"{b['run_info']['global_batch']} captions", f"{b_first:.1f}", _fmt(b_later), f"{b['peak_rss_mb']:.0f}",
+              f"{_fmt(_best(b['epochs']), '.3f')} ²", f"(d) Captioner.caption_features, greedy, batches of "
+              f"{facts['batch']}, {d['images']} images, {harness.mean_words(d['captions'])} words/caption",
+              f"{d['captions_per_s']:.1f}"]]),
         "",
     ]
     steady = a_later is not None and b_later is not None
     speedup = (a_later / b_later) if steady else (a_first / b_first)
     decode = d["captions_per_s"] / c["captions_per_s"]
     lines += [
-        "| ratio | value | target | met |",
-        "| --- | --- | --- | --- |",
-        f"| (a)/(b) seconds per epoch ({'epochs 2+' if steady else 'epoch 1, tracing included'}) | "
-        f"{speedup:.1f}x | >= {TARGETS['epoch_speedup']:.0f}x | {_met(speedup >= TARGETS['epoch_speedup'])} |",
-        f"| (a)/(b) peak RSS | {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x | (b) < 3 GB: {b['peak_rss_mb']:.0f} MB | "
-        f"{_met(b['peak_rss_mb'] < TARGETS['trainer_rss_mb'])} |",
-        f"| (d)/(c) greedy captions/s | {decode:.0f}x | >= {TARGETS['decode_speedup']:.0f}x | "
-        f"{_met(decode >= TARGETS['decode_speedup'])} |",
+        harness.markdown_table(["ratio", "value", "target", "met"], [
+            [f"(a)/(b) seconds per epoch ({'epochs 2+' if steady else 'epoch 1, tracing included'})",
+             f"{speedup:.1f}x", f">= {TARGETS['epoch_speedup']:.0f}x", harness.met(speedup >= TARGETS["epoch_speedup"])],
+            ["(a)/(b) peak RSS", f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x",
+             f"(b) < 3 GB: {b['peak_rss_mb']:.0f} MB", harness.met(b["peak_rss_mb"] < TARGETS["trainer_rss_mb"])],
+            ["(d)/(c) greedy captions/s", f"{decode:.0f}x", f">= {TARGETS['decode_speedup']:.0f}x",
+             harness.met(decode >= TARGETS["decode_speedup"])]]),
         "",
         "¹ (a)'s dev loss: the mean categorical cross-entropy per prefix -> next-word sample, over all "
         f"{a['dev_samples']} prefix samples of the dev captions (Keras's loss, weighted by batch size). "
@@ -314,7 +229,7 @@ def report(results: dict, command: str, facts: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.argument_parser("train", __doc__)
     parser.add_argument("--features", required=True, metavar="FOLDER",
                         help="local features folder written by `python -m pipelines.extract_features` (needs "
                              "pooled features, train and test shards; dev shards give the dev losses)")
@@ -336,16 +251,10 @@ def main() -> None:
                         help="keep the logs, the limited features copy and (b)'s job dir (its export/ bundle) "
                              "here (default: a temporary folder, removed at the end)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write every measurement here as JSON")
-    for hidden in ("--_measure", "--_result", "--model", "--limit"):
-        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    harness.add_measure_flags(parser, "--model")
+    parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args._measure:
-        if args.limit is not None:
-            args.limit = int(args.limit)
-        args.epochs, args.batch = int(args.epochs), int(args.batch)
-        result = MEASURES[args._measure](args)
-        with open(args._result, "w") as handle:
-            json.dump(result, handle)
+    if harness.serve_measure(args, MEASURES):
         return
 
     if args.epochs < 1:
@@ -358,8 +267,7 @@ def main() -> None:
         if args.limit_images:
             features = limited_copy(features, os.path.join(work, "features"), args.limit_images,
                                     math.ceil(args.limit_images / 6))
-        with open(os.path.join(features, "manifest.json")) as handle:
-            manifest = json.load(handle)
+        manifest = harness.read_json(os.path.join(features, MANIFEST_FILE))
         info = manifest["features"]["pooled"]
         facts = {"features": args.features + (f" (first {args.limit_images} train images)" if args.limit_images else ""),
                  "vocabulary": manifest["vocabulary"]["size"] + 4, "shape": info["shape"], "dtype": info["dtype"],
@@ -370,11 +278,9 @@ def main() -> None:
                                 limit=args.classic_decode_images)
         results["d"] = in_child("batched_decode", work, features=features, model=results["b"]["export"],
                                 limit=args.decode_images, batch=args.batch)
-        command = "bench/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        print(report(results, command, facts))
+        print(report(results, harness.command_line("train"), facts))
         if args.json:
-            with open(args.json, "w") as handle:
-                json.dump(results, handle, indent=1)
+            harness.write_json(args.json, results, indent=1)
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

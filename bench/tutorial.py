@@ -1,4 +1,4 @@
-"""The classic Keras merge-model tutorial's method, as the baseline of bench/train.py and bench/caption.py.
+"""The classic Keras merge-model tutorial's method: the baseline of bench.train and bench.caption.
 
 What the tutorials (e.g. "How to Develop a Deep Learning Photo Caption Generator from Scratch") do, in Keras 3:
 - all photo features in memory in a dict, captions as `startseq w1 .. wn endseq`;
@@ -8,113 +8,19 @@ What the tutorials (e.g. "How to Develop a Deep Learning Photo Caption Generator
   steps_per_epoch=number of images)`, categorical cross-entropy, Adam;
 - `generate_desc`: one `model.predict` call per word, batch 1, argmax, until `endseq` or max_length.
 
-The project's own helpers read the data (trainer.data, captioner.schema) and its vocabulary replaces
-Keras's removed Tokenizer: ids are the decoder's token table (PAD=0, OOV, START, END, then the words).
+The project's own helpers read the data (trainer.features_folder, trainer.data, captioner.schema) and its
+vocabulary replaces Keras's removed Tokenizer: ids are the decoder's token table (captioner.text: PAD=0, OOV,
+START, END, then the words).
 Nothing here is used by the project itself.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import tempfile
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-
-# --- cores, date, child processes ------------------------------------------------------------------
-def machine() -> str:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores{' (' + model + ')' if model else ''}"
-
-
-def today() -> str:
-    return time.strftime("%Y-%m-%d %H:%M %Z")
-
-
-def _tree_rss_kb(root: int) -> int:
-    """Sum of VmRSS over `root` and all its descendants (reads /proc; 0 where it cannot)."""
-    parents: Dict[int, int] = {}
-    rss: Dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as handle:
-                fields = dict(line.split(":", 1) for line in handle if ":" in line)
-        except OSError:
-            continue
-        parents[int(name)] = int(fields.get("PPid", "0").strip() or 0)
-        rss[int(name)] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
-    total, todo = 0, [root]
-    seen = set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        total += rss.get(pid, 0)
-        todo.extend(child for child, parent in parents.items() if parent == pid)
-    return total
-
-
-def run_child(command: Sequence[str], log_path: str, cwd: str = ROOT, sample_tree: bool = False,
-              env: Optional[dict] = None) -> dict:
-    """Runs one command in its own process; returns rc, wall seconds, peak RSS (os.wait4 ru_maxrss, MB).
-
-    ru_maxrss of a waited child is the largest RSS of that process or of any descendant it reaped, not a
-    sum; with `sample_tree` the summed RSS of the whole process tree is also sampled every 0.25 s.
-    """
-    import subprocess
-    import threading
-
-    started = time.time()
-    with open(log_path, "w") as log:
-        child = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
-        peak_tree = [0]
-        done = threading.Event()
-
-        def sample():
-            while not done.wait(0.25):
-                peak_tree[0] = max(peak_tree[0], _tree_rss_kb(child.pid))
-
-        sampler = threading.Thread(target=sample, daemon=True) if sample_tree else None
-        if sampler:
-            sampler.start()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        done.set()
-        if sampler:
-            sampler.join()
-    result = {"rc": child.returncode, "wall_s": time.time() - started, "peak_rss_mb": usage.ru_maxrss / 1024,
-              "log": log_path}
-    if sample_tree:
-        result["peak_tree_rss_mb"] = peak_tree[0] / 1024
-    return result
-
-
-def marginal_rate(images: int, seconds: float, part_images: int, part_seconds: float) -> float:
-    """Items/s of what a full run does beyond a partial one: fixed start-up costs cancel out."""
-    return (images - part_images) / max(1e-9, seconds - part_seconds)
-
-
-def log_tail(path: str, lines: int = 25) -> str:
-    try:
-        with open(path, errors="replace") as handle:
-            return "".join(handle.readlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # --- data: the project's features folder, read with the project's helpers ---------------------------
@@ -127,11 +33,13 @@ class Split:
 
 
 def open_folder(features: str, feature: str = "pooled"):
-    """(trainer.data.FeaturesFolder, trainer.data.CaptionData) of a features folder, for `feature` features."""
-    from trainer import data
-    train_cfg = {"decoder": "merge", "features": feature}
-    folder = data.open_features(features, train_cfg, tempfile.mkdtemp(prefix="bench-features-"))
-    return folder, data.CaptionData(folder, max_length=32)
+    """(trainer.features_folder.FeaturesFolder, trainer.data.CaptionData) of a features folder, for `feature`."""
+    from captioner.config import TrainConfig
+    from trainer.data import CaptionData
+    from trainer.features_folder import open_features
+    train_cfg = TrainConfig(decoder="merge", features=feature)
+    folder = open_features(features, train_cfg, tempfile.mkdtemp(prefix="bench-features-"))
+    return folder, CaptionData(folder, max_length=32)
 
 
 def read_split(folder, caption_data, split: str, limit: Optional[int] = None, batch_size: int = 256) -> Split:
@@ -153,7 +61,7 @@ def read_split(folder, caption_data, split: str, limit: Optional[int] = None, ba
 # --- training: the tutorials' model, samples and generator -----------------------------------------
 def caption_sequence(words: Sequence[str], index: Dict[str, int], max_words: int) -> List[int]:
     """`startseq w1 .. wn endseq` as ids (the trainer's truncation to max_words words; unknown words -> OOV)."""
-    from trainer.data import END_ID, OOV_ID, START_ID
+    from captioner.text import END_ID, OOV_ID, START_ID
     return [START_ID] + [index.get(w, OOV_ID) for w in list(words)[:max_words]] + [END_ID]
 
 
@@ -209,6 +117,52 @@ def prefix_samples(descriptions: Dict[str, List[List[int]]]) -> int:
     return sum(len(seq) - 1 for captions in descriptions.values() for seq in captions)
 
 
+def fit_classic(features: str, epochs: int, units: int = 256, max_words: int = 32) -> dict:
+    """Trains the merge model the tutorials' way on a features folder's pooled train split (dev loss likewise).
+
+    Returns per-epoch seconds and Keras logs, the split sizes, the prefix samples and the parameter count.
+    """
+    import keras
+    folder, caption_data = open_folder(features, "pooled")
+    tokens = folder.tokens
+    index = {t: i for i, t in enumerate(tokens)}
+    train = read_split(folder, caption_data, "train")
+    dev = read_split(folder, caption_data, "dev")
+    # the tutorials keep every photo's features in a dict in memory, and every description as text
+    photos = {i: f for i, f in zip(train.ids + dev.ids, list(train.features) + list(dev.features))}
+    train_desc = {i: [caption_sequence(c, index, max_words) for c in refs]
+                  for i, refs in zip(train.ids, train.references) if refs}
+    dev_desc = {i: [caption_sequence(c, index, max_words) for c in refs]
+                for i, refs in zip(dev.ids, dev.references) if refs}
+    max_length = max_sequence_length(train.references, max_words)
+    keras.utils.set_random_seed(42)
+    model = build_merge_model(train.features.shape[1], len(tokens), max_length, units)
+
+    class EpochTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):  # after the dev pass, as trainer.training.HistoryFile times it
+            self.epochs.append({"epoch": epoch + 1, "seconds": time.time() - self.started,
+                                **{k: float(v) for k, v in (logs or {}).items()}})
+
+    timer = EpochTimes()
+    validation = {}
+    if dev_desc:
+        validation = {"validation_data": data_generator(dev_desc, photos, max_length, len(tokens)),
+                      "validation_steps": len(dev_desc)}
+    model.fit(data_generator(train_desc, photos, max_length, len(tokens)), epochs=epochs,
+              steps_per_epoch=len(train_desc), callbacks=[timer], verbose=2, **validation)
+    return {"epochs": timer.epochs, "train_images": len(train_desc), "dev_images": len(dev_desc),
+            "train_samples": prefix_samples(train_desc), "dev_samples": prefix_samples(dev_desc),
+            "dev_captions": sum(len(v) for v in dev_desc.values()),
+            "max_length": max_length, "parameters": int(model.count_params())}
+
+
 # --- decoding: the tutorials' generate_desc loop on a project decoder ------------------------------
 def classic_greedy(model, features: np.ndarray, max_words: int) -> Tuple[List[int], int]:
     """The tutorials' `generate_desc` on a project decoder: one `model.predict` per word, batch 1.
@@ -219,7 +173,7 @@ def classic_greedy(model, features: np.ndarray, max_words: int) -> Tuple[List[in
     so the captions can be compared with the batched greedy decoder's; the cost is the tutorials'.
     Returns the ids (START .. END) and the number of predict calls.
     """
-    from trainer.data import END_ID, OOV_ID, PAD_ID, START_ID
+    from captioner.text import END_ID, OOV_ID, PAD_ID, START_ID
     width = max_words + 1
     sequence = [START_ID]
     photo = np.asarray(features, np.float32)[None]
@@ -240,11 +194,29 @@ def classic_greedy(model, features: np.ndarray, max_words: int) -> Tuple[List[in
 
 
 def words_of(sequence: Sequence[int], tokens: Sequence[str]) -> str:
-    from trainer import decoding
-    return " ".join(decoding.ids_to_words(sequence, tokens))
+    from captioner.decoder.search import ids_to_words
+    return " ".join(ids_to_words(sequence, tokens))
 
 
-def timed(function: Callable, *args, **kwargs) -> Tuple[float, object]:
-    started = time.time()
-    value = function(*args, **kwargs)
-    return time.time() - started, value
+def caption_all(model, tokens: Sequence[str], ids: Sequence[str], features_of: Callable[[str], np.ndarray],
+                max_words: int, since: Optional[float] = None) -> dict:
+    """`classic_greedy` over `ids`, one image after the other (features_of(id): its dequantized features).
+
+    The first image is captioned once first, untimed (the first predict traces). With `since` (a time.time()),
+    `startup_s` is the time from `since` to the start of the timed loop.
+    """
+    def caption(image_id: str) -> Tuple[str, int]:
+        sequence, used = classic_greedy(model, features_of(image_id), max_words)
+        return words_of(sequence, tokens), used
+
+    caption(ids[0])
+    captions, calls, started = {}, 0, time.time()
+    for image_id in ids:
+        captions[image_id], used = caption(image_id)
+        calls += used
+    seconds = time.time() - started
+    result = {"images": len(ids), "seconds": seconds, "captions_per_s": len(ids) / seconds, "predict_calls": calls,
+              "captions": captions}
+    if since is not None:
+        result["startup_s"] = started - since
+    return result
