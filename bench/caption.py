@@ -27,7 +27,7 @@ import tempfile
 import time
 
 from bench import harness, tutorial
-from captioner.layout import BLEU_JSON, BUNDLE_FILE, CAPTIONS_JSONL, EXPORT_DIR, SPLIT_FILES
+from captioner.layout import BLEU_JSON, BUNDLE_FILE, EXPORT_DIR, SPLIT_FILES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the children inherit it: TensorFlow's C++ notices off
 
@@ -111,10 +111,11 @@ def run_pipeline(args, include: str, work: str, beam_size: int, tag: str = "") -
                               f"the pipeline (beam {beam_size})", sample_tree=True)
     summary = harness.read_json(summary_path)
     captions = {}
-    with open(os.path.join(output, CAPTIONS_JSONL)) as handle:
-        for line in handle:
-            row = json.loads(line)
-            captions[row["image_id"]] = row["caption"]
+    for name in summary["files"]["captions_jsonl"]:
+        with open(os.path.join(output, name)) as handle:
+            for line in handle:
+                row = json.loads(line)
+                captions[row["image_id"]] = row["caption"]
     captioned = summary["counts"]["captioned"]
     return {**run, "beam_size": beam_size, "images": captioned, "captions_per_s": captioned / run["wall_s"],
             "counts": summary["counts"], "bleu": summary.get("bleu"), "captions": captions}

@@ -62,14 +62,18 @@ def limited_copy(source: str, target: str, train: int, dev: int) -> str:
     Records are copied byte for byte (one shard per split), the manifest's counts are updated.
     """
     import tensorflow as tf
+    from captioner import manifest as manifest_lib
+    from captioner.layout import shard_prefix
     manifest = harness.read_json(os.path.join(source, MANIFEST_FILE))
     os.makedirs(target, exist_ok=True)
     shutil.copy(os.path.join(source, manifest["vocabulary"]["file"]), os.path.join(target, manifest["vocabulary"]["file"]))
     for split, limit in (("train", train), ("dev", dev), ("test", None)):
-        files = sorted(tf.io.gfile.glob(os.path.join(source, manifest["shards"][split])))
+        files = manifest_lib.shard_files(manifest, source, split)
+        manifest["shards"][split] = []
         if not files:
             continue
-        shard = os.path.join(target, manifest["shards"][split].replace("*", "00000-of-00001"))
+        manifest["shards"][split] = [f"{shard_prefix(split)}-00000-of-00001.tfrecord"]
+        shard = os.path.join(target, manifest["shards"][split][0])
         os.makedirs(os.path.dirname(shard), exist_ok=True)
         written = 0
         with tf.io.TFRecordWriter(shard) as writer:

@@ -24,19 +24,26 @@ import numpy as np
 
 from captioner import encoders, schema, storage, text
 from captioner.decoder import search
+from captioner.errors import InputError
 from captioner.threads import limit_tensorflow_threads
-from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, MODEL_FILE
+from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, EXPORT_DIR, MODEL_FILE
 
 BUNDLE_VERSION = 1
 
 
-class BundleError(ValueError):
+class BundleError(InputError, ValueError):
     """A folder that is not a readable captioner bundle of this version."""
 
 
 def describe(decoder: str, feature: str, info: Mapping, max_length: int, vocabulary_size: int, encoder: Mapping,
-             encoder_files: Mapping[str, str], config: Mapping, trained_on: Mapping) -> dict:
-    """bundle.json's content (JSON-ready): what a loader needs to rebuild the captioner."""
+             encoder_files: Mapping[str, str], config: Mapping, trained_on: Mapping,
+             checksums: Mapping[str, str]) -> dict:
+    """bundle.json's content (JSON-ready): what a loader needs to rebuild the captioner.
+
+    `checksums` (sha256 of decoder.keras and vocabulary.txt) let a loader tell a whole export from one whose
+    files come from two exports (a re-export into a gs:// job dir interrupted halfway); bundles written
+    before they were kept have none and load as before.
+    """
     return {
         "bundle_version": BUNDLE_VERSION,
         "schema_version": schema.SCHEMA_VERSION,
@@ -50,6 +57,7 @@ def describe(decoder: str, feature: str, info: Mapping, max_length: int, vocabul
         "encoder_files": dict(encoder_files),
         "config": dict(config),
         "trained_on": dict(trained_on),
+        "checksums": dict(checksums),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -58,8 +66,10 @@ def read_info(export_dir: str) -> dict:
     """Reads and checks bundle.json of a local or gs:// export folder (no model is loaded)."""
     path = storage.join(export_dir, BUNDLE_FILE)
     if not storage.exists(path):
-        raise BundleError(f"{export_dir} holds no {BUNDLE_FILE}: point at the export/ folder of a finished "
-                          "`python -m trainer.task` job (JOB_DIR/export)")
+        inside = storage.join(export_dir, EXPORT_DIR)
+        hint = (f"; did you mean {inside}?" if storage.exists(storage.join(inside, BUNDLE_FILE)) else
+                ": point at the export/ folder of a finished `python -m trainer.task` job (JOB_DIR/export)")
+        raise BundleError(f"{export_dir} holds no {BUNDLE_FILE}{hint}")
     info = json.loads(storage.read_text(path))
     if info.get("schema_version") != schema.SCHEMA_VERSION or info.get("bundle_version") != BUNDLE_VERSION:
         raise BundleError(f"{export_dir} is a bundle of schema {info.get('schema_version')} / bundle version "
@@ -95,6 +105,14 @@ class Captioner:
         info = read_info(export_dir)
         local = storage.copy_folder_to_local(export_dir, tempfile.mkdtemp(prefix="captioner-bundle-")) \
             if storage.is_remote(export_dir) else export_dir
+        for name in (MODEL_FILE, BUNDLE_VOCABULARY_FILE):
+            if not os.path.exists(os.path.join(local, name)):
+                raise BundleError(f"{export_dir} holds no {name}: the export is incomplete; re-run the trainer "
+                                  "with the same --job_dir to export again")
+        for name, sha in info.get("checksums", {}).items():  # absent in bundles exported before they were kept
+            if storage.file_sha256(os.path.join(local, name)) != sha:
+                raise BundleError(f"{export_dir}: {name} does not match bundle.json (the export is incomplete, or "
+                                  "mixes two exports); re-run the trainer with the same --job_dir to export again")
         words = [w for w, _ in text.parse_vocabulary(storage.read_text(os.path.join(local, BUNDLE_VOCABULARY_FILE)))]
         tokens = text.decoder_tokens(words)
         model = keras.saving.load_model(os.path.join(local, MODEL_FILE), safe_mode=True, compile=False)

@@ -1,8 +1,11 @@
 """Caption and split files: the Flickr8k token file, Kaggle-style CSV, and the split lists.
 
 Both pipelines read captions through here: extraction to build the records,
-caption-and-score to read references. Image ids are file base names
-(`1000268201_693b08cb0e.jpg`), as the Flickr8k files spell them.
+caption-and-score to read references. Keys are what the file spells: file
+base names (`1000268201_693b08cb0e.jpg`) in Flickr8k's files, or paths.
+A UTF-8 byte-order mark, CRLF line ends and blank lines are read as plain text
+would be; an empty file, or one whose first line is neither format, is refused
+before any work starts, and a malformed line later on is refused with its text.
 """
 from __future__ import annotations
 
@@ -12,19 +15,24 @@ from typing import Dict, List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from captioner import storage
+from captioner import sources, storage
+from captioner.errors import InputError
 from captioner.layout import SPLIT_FILES
 
 TOKEN_FORMAT = "flickr8k-token"
 CSV_FORMAT = "csv"
 
 
-class CaptionFileError(ValueError):
+class CaptionFileError(InputError, ValueError):
     """A caption or split file that cannot be read as any supported format."""
 
 
 def detect_format(first_line: str, path: str) -> str:
     """Tells the token file (`<image>#<n><TAB><caption>`) from a CSV with an `image,caption` header."""
+    first_line = sources.strip_bom(first_line)
+    if not first_line.strip():
+        raise CaptionFileError(f"{path} is empty or starts with a blank line; a caption file starts with its first "
+                               "'<image>#<n><TAB><caption>' line or an 'image,caption' CSV header")
     header = [cell.strip().lower() for cell in next(csv.reader([first_line]), [])]
     if header[:2] == ["image", "caption"]:
         return CSV_FORMAT
@@ -36,7 +44,8 @@ def detect_format(first_line: str, path: str) -> str:
 
 
 def parse_line(line: str, fmt: str) -> Optional[Tuple[str, str]]:
-    """One caption line -> (image id, raw caption); None for blank lines and the CSV header."""
+    """One caption line -> (image key, raw caption); None for blank lines and the CSV header."""
+    line = sources.strip_bom(line)
     if not line.strip():
         return None
     if fmt == TOKEN_FORMAT:
@@ -52,9 +61,24 @@ def parse_line(line: str, fmt: str) -> Optional[Tuple[str, str]]:
     return row[0].strip(), ",".join(row[1:]).strip()
 
 
+def first_lines(path: str, count: int = 1) -> List[str]:
+    """The first lines of a file (or of the first file a glob matches), for sniffing its format."""
+    with io.TextIOWrapper(FileSystems.open(storage.first_match(path)), encoding="utf-8", errors="replace") as handle:
+        lines = [handle.readline() for _ in range(count)]
+    return [line for line in lines if line]
+
+
 def first_line(path: str) -> str:
-    with io.TextIOWrapper(FileSystems.open(path), encoding="utf-8") as handle:
-        return handle.readline()
+    lines = first_lines(path)
+    return lines[0] if lines else ""
+
+
+def key_scheme(path: str) -> str:
+    """sources.BY_ID when a caption file keys images by path, BY_NAME when by file name (from its first keys)."""
+    lines = first_lines(path, 3)
+    fmt = detect_format(lines[0] if lines else "", path)
+    keys = [parsed[0] for parsed in (parse_line(line, fmt) for line in lines) if parsed]
+    return sources.key_scheme(keys[0]) if keys else sources.BY_NAME
 
 
 def read_captions(path: str) -> Dict[str, List[str]]:
@@ -76,6 +100,8 @@ def split_files(splits: str) -> Dict[str, str]:
     """The split list files present in a folder, {split: path}; an error naming what is expected."""
     found = {split: storage.join(splits, name) for split, name in SPLIT_FILES.items()
              if storage.exists(storage.join(splits, name))}
+    if not found and splits.rstrip("/").rsplit("/", 1)[-1] in SPLIT_FILES.values():
+        raise CaptionFileError(f"--splits {splits} is a split list; pass the folder that holds the split lists")
     if not found:
         raise CaptionFileError(
             f"{splits} holds none of {', '.join(SPLIT_FILES.values())}: pass the folder with the split lists "
@@ -85,15 +111,3 @@ def split_files(splits: str) -> Dict[str, str]:
 
 def read_split_ids(path: str) -> List[str]:
     return [line.strip() for line in storage.read_text(path).splitlines() if line.strip()]
-
-
-def read_splits(splits: str) -> Dict[str, str]:
-    """{image id: split} from a folder of split lists; an id listed in two splits is an error."""
-    assignment: Dict[str, str] = {}
-    for split, path in split_files(splits).items():
-        for image_id in read_split_ids(path):
-            if assignment.get(image_id, split) != split:
-                raise CaptionFileError(
-                    f"{image_id} is listed in both the {assignment[image_id]} and the {split} split files")
-            assignment[image_id] = split
-    return assignment

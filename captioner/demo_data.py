@@ -13,7 +13,6 @@ files; `folder` may be local or `gs://`.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random
@@ -22,7 +21,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
-from captioner import storage
+from captioner import cli, storage
+from captioner.errors import UsageError
 from captioner.layout import SPLIT_FILES
 
 IMAGE_SIZE = 64
@@ -157,7 +157,7 @@ def _split(names: List[str], seed: int) -> dict:
 def generate(folder: str, num_images: int = 300, seed: int = 0) -> dict:
     """Writes the demo set into `folder`; returns the counts and the paths written."""
     if num_images < 1:
-        raise ValueError(f"num_images must be at least 1, got {num_images}")
+        raise UsageError(f"--num_images {num_images}: a demo set needs at least 1 image; pass a positive number")
     rng = random.Random(seed)
     width = max(4, len(str(num_images - 1)))
     names, lines = [], []
@@ -180,8 +180,8 @@ def generate(folder: str, num_images: int = 300, seed: int = 0) -> dict:
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    parser = argparse.ArgumentParser(
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = cli.ArgumentParser(
         prog="python -m captioner.demo_data",
         description="Write the generated shapes demo dataset (64x64 JPEGs, 5 captions each, "
                     "train/dev/test split lists) in the Flickr8k layout.")
@@ -194,8 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parser.parse_args(argv)
     result = generate(args.out_dir, args.num_images, args.seed)
     print(json.dumps(result, indent=2))
-    return result
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run(main))

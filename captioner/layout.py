@@ -16,9 +16,12 @@ SPLIT_FILES = {
 }
 
 # A features folder (`python -m pipelines.extract_features --output`).
-MANIFEST_FILE = "manifest.json"
-VOCABULARY_FILE = "vocabulary.txt"
-DEAD_LETTER_FILE = "dead_letter.jsonl"  # also in a caption output folder
+MANIFEST_FILE = "manifest.json"          # written last: the run's list of files (readers read only those)
+VOCABULARY_FILE = "vocabulary.txt"        # train words seen at least extract.min_word_count times
+WORD_COUNTS_FILE = "word_counts.txt"      # every train word's count, so an incremental run can add to them
+DEAD_LETTER_PREFIX = "dead_letter"        # dead_letter-SSSSS-of-NNNNN.jsonl; also in a caption output folder
+FEATURES_FILES = (MANIFEST_FILE, VOCABULARY_FILE, WORD_COUNTS_FILE, f"{DEAD_LETTER_PREFIX}*.jsonl",
+                  "*/records-*.tfrecord")  # what an extraction writes, so a re-run can replace it
 
 
 def shard_prefix(split: str) -> str:
@@ -38,8 +41,9 @@ MODEL_FILE = "decoder.keras"
 BUNDLE_VOCABULARY_FILE = "vocabulary.txt"
 ENCODER_DIR = "encoder"
 
-# A caption output folder (`python -m pipelines.caption_and_score --output`).
-CAPTIONS_JSONL = "captions.jsonl"
-CAPTIONS_CSV = "captions.csv"
-BLEU_JSON = "bleu.json"
+# A caption output folder (`python -m pipelines.caption_and_score --output`): sharded outputs, then the summary.
+CAPTIONS_PREFIX = "captions"             # captions-SSSSS-of-NNNNN.jsonl / .parquet / .csv
+BLEU_JSON = "bleu.json"                  # written last: scores, counts and the list of every output file
 REPORT_HTML = "report.html"
+CAPTION_FILES = (BLEU_JSON, REPORT_HTML, f"{CAPTIONS_PREFIX}-*", f"{DEAD_LETTER_PREFIX}*.jsonl",
+                 "captions.jsonl", "captions.csv")  # what a caption job writes (and wrote before it sharded)

@@ -6,32 +6,57 @@ that do not match what they expect, with a message that says what to do.
 from __future__ import annotations
 
 import json
-from typing import Mapping, Optional
+import os
+from typing import List, Mapping, Optional, Sequence
 
 from captioner import schema, storage
-from captioner.layout import DEAD_LETTER_FILE, MANIFEST_FILE, VOCABULARY_FILE, shard_prefix
+from captioner.errors import InputError
+from captioner.layout import MANIFEST_FILE, VOCABULARY_FILE, WORD_COUNTS_FILE
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError, ValueError):
     """The features folder does not hold what the caller needs."""
 
 
-def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int],
-          dead_letters: int, images_matched: int, min_word_count: int,
-          vocabulary_size: int) -> dict:
-    """The manifest as a plain dict (JSON-ready)."""
+def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int], shards: Mapping[str, Sequence[str]],
+          dead_letter_files: Sequence[str], min_word_count: int, vocabulary_size: int,
+          this_run: Mapping) -> dict:
+    """The manifest as a plain dict (JSON-ready).
+
+    `shards` lists the exact files of each split (relative to the folder, or full paths for shards an
+    incremental run keeps from an earlier folder): readers read those and nothing else, so files of an
+    earlier or unfinished run in the same folder are never mixed in. `this_run` holds what this extraction
+    saw: images_matched == records_written + dead_letters + skipped_existing.
+    """
     return {
         "schema_version": schema.SCHEMA_VERSION,
         "encoder": dict(encoder),
         "features": {name: dict(info) for name, info in features.items()},
-        "counts": {split: int(counts.get(split, 0)) for split in schema.SPLITS},
-        "dead_letters": int(dead_letters),
-        "images_matched": int(images_matched),
-        "vocabulary": {"file": VOCABULARY_FILE, "min_count": int(min_word_count),
+        "counts": {split: int(counts[split]) for split in schema.SPLITS},
+        "shards": {split: sorted(shards[split]) for split in schema.SPLITS},
+        "dead_letters": int(this_run["dead_letters"]),
+        "images_matched": int(this_run["images_matched"]),
+        "dead_letter_files": sorted(dead_letter_files),
+        "vocabulary": {"file": VOCABULARY_FILE, "counts_file": WORD_COUNTS_FILE, "min_count": int(min_word_count),
                        "size": int(vocabulary_size)},
-        "dead_letter_file": DEAD_LETTER_FILE,
-        "shards": {split: shard_prefix(split) + "-*.tfrecord" for split in schema.SPLITS},
+        "this_run": dict(this_run),
     }
+
+
+def relative_to(folder: str, path: str) -> str:
+    """`path` relative to `folder` when it lies inside it (how a manifest lists its own files), else as is."""
+    base = folder.rstrip("/") + "/" if storage.is_remote(folder) else os.path.abspath(folder) + os.sep
+    full = path if storage.is_remote(path) else os.path.abspath(path)
+    return full[len(base):].replace(os.sep, "/") if full.startswith(base) else path
+
+
+def shard_files(manifest: Mapping, folder: str, split: str) -> List[str]:
+    """The full paths of a split's shards: the files the manifest lists (a glob in manifests before lists)."""
+    listed = manifest["shards"][split]
+    if isinstance(listed, str):
+        return storage.match(storage.join(folder, listed))
+    return [path if storage.is_remote(path) or os.path.isabs(path) else storage.join(folder, *path.split("/"))
+            for path in listed]
 
 
 def write(folder: str, manifest: Mapping) -> str:

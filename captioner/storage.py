@@ -7,13 +7,27 @@ emulator, and hands TensorFlow only local paths.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import shutil
-from typing import List
+import socket
+import time
+from typing import Iterable, List
+from urllib.parse import urlparse
 
 from apache_beam.internal.gcp import auth as beam_gcp_auth
 from apache_beam.io.filesystems import FileSystems
+from google.api_core import exceptions, retry
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import DefaultCredentialsError
+from google.cloud import storage as gcs
+
+from captioner.errors import InputError, StorageUnreachable
+
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+GCS_ENDPOINT = "https://storage.googleapis.com"
+REACH_SECONDS = 30  # how long `check_reachable` keeps trying an endpoint that does not answer
 
 
 def _skip_credential_lookup_for_emulator() -> None:
@@ -23,7 +37,7 @@ def _skip_credential_lookup_for_emulator() -> None:
     exponential backoff (about 30 s per process) before falling back to an
     anonymous client; an emulator needs none, so say so up front.
     """
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
+    if os.environ.get(EMULATOR_ENV):
         beam_gcp_auth._Credentials._credentials = None
         beam_gcp_auth._Credentials._credentials_init = True
 
@@ -46,8 +60,11 @@ def exists(path: str) -> bool:
 
 
 def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path) as handle:
-        return handle.read()
+    try:
+        with FileSystems.open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist; check the path (local, or gs://bucket/...)") from None
 
 
 def read_text(path: str) -> str:
@@ -72,10 +89,38 @@ def match(pattern: str) -> List[str]:
     return sorted(m.path for m in results)
 
 
+def first_match(pattern: str) -> str:
+    """The first path a pattern (or plain path) matches, listing at most one: cheap on a 10M-object bucket."""
+    if not is_remote(pattern) and os.path.isdir(pattern):
+        raise InputError(f"{pattern} is a folder; give a file, or a glob of the files in it such as "
+                         f"'{join(pattern, '*')}' (or '{join(pattern, '**')}' for every sub-folder too)")
+    found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+    if not found:
+        raise InputError(f"{pattern} matches no file; check the path and the glob ('*' within a folder, '**' "
+                         "across folders)")
+    return found[0].path
+
+
 def list_folder(folder: str) -> List[str]:
     """Every file below `folder`, recursively, sorted."""
     return match(join(folder, "**")) if is_remote(folder) else sorted(
         os.path.join(root, name) for root, _, names in os.walk(folder) for name in names)
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_file(source: str, target: str) -> None:
+    """Copies one file (local or gs://) to a local path, streaming, creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    with FileSystems.open(source) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def copy_folder_to_local(source: str, local_dir: str) -> str:
@@ -102,3 +147,55 @@ def copy_folder_from_local(local_dir: str, target: str) -> None:
                 os.makedirs(os.path.dirname(destination), exist_ok=True)
             with open(path, "rb") as src, FileSystems.create(destination) as dst:
                 shutil.copyfileobj(src, dst)
+
+
+def _endpoint() -> str:
+    return os.environ.get(EMULATOR_ENV) or GCS_ENDPOINT
+
+
+def _connects(endpoint: str) -> bool:
+    url = urlparse(endpoint if "://" in endpoint else "http://" + endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+def check_reachable(paths: Iterable[str]) -> None:
+    """Fails fast, naming the path and the endpoint, when storage for any gs:// path does not answer.
+
+    Beam's and google-cloud-storage's own retries go on for minutes against an
+    endpoint that refuses or drops connections; this tries for REACH_SECONDS, then
+    says what to check. Each bucket must exist (a mistyped bucket fails here too).
+    """
+    buckets = sorted({urlparse(path).netloc: path for path in paths if path and path.startswith("gs://")}.items())
+    if not buckets:
+        return
+    endpoint, deadline = _endpoint(), time.time() + REACH_SECONDS
+    while not _connects(endpoint):
+        if time.time() > deadline:
+            raise StorageUnreachable(
+                f"cannot reach the storage endpoint {endpoint} for {buckets[0][1]} (tried for {REACH_SECONDS} s); "
+                f"check the network, or {EMULATOR_ENV} when you use an emulator"
+                f"{' (it is set to ' + os.environ[EMULATOR_ENV] + ')' if os.environ.get(EMULATOR_ENV) else ''}")
+        time.sleep(2)
+    try:
+        if os.environ.get(EMULATOR_ENV):
+            client = gcs.Client(project="emulator", credentials=AnonymousCredentials())
+        else:
+            client = gcs.Client()
+        for bucket, path in buckets:
+            if not client.bucket(bucket).exists(timeout=10, retry=retry.Retry(deadline=REACH_SECONDS)):
+                raise InputError(f"bucket gs://{bucket} (of {path}) does not exist; check its name, or create it "
+                                 "(gcloud storage buckets create)")
+    except exceptions.Forbidden:
+        raise StorageUnreachable(f"no permission to read gs://{bucket} (of {path}); check the account's roles "
+                                 "(roles/storage.objectAdmin on the bucket)") from None
+    except exceptions.GoogleAPICallError as error:
+        raise StorageUnreachable(f"storage at {endpoint} did not answer for {path}: {error}; check the network "
+                                 "and credentials") from None
+    except DefaultCredentialsError:
+        raise StorageUnreachable(f"no Google Cloud credentials to read {path}; run `gcloud auth "
+                                 "application-default login`, or run where a service account is attached") from None

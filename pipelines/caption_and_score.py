@@ -1,76 +1,120 @@
 """Entry point: caption a whole image set with a trained bundle and score it with BLEU (DirectRunner or Dataflow).
 
     python -m pipelines.caption_and_score --model JOB_DIR/export --images 'PHOTOS/**' --output OUT \\
-        [--references Flickr8k.token.txt]
+        [--references Flickr8k.token.txt] [--include Flickr_8k.testImages.txt]
+    python -m pipelines.caption_and_score --model JOB_DIR/export --image_list photos.csv --output OUT
     python -m pipelines.caption_and_score --model JOB_DIR/export --features FEATURES --split test --output OUT
+    python -m pipelines.caption_and_score ... --skip_existing EARLIER_OUT --output NEW_OUT   # only new images
+    python -m pipelines.caption_and_score ... --retry_dead_letters 'OUT/dead_letter-*.jsonl' --output RETRY
 
-Writes captions.jsonl, captions.csv, dead_letter.jsonl, bleu.json and report.html under --output.
-Flags not listed in --help (e.g. --runner, --project, --region, --temp_location, --setup_file,
---direct_num_workers) are Beam pipeline options.
+Writes sharded captions-*.jsonl (and .parquet, .csv), dead_letter-*.jsonl, report.html and, last, bleu.json
+(scores, counts, and every file of the run) under --output. Every input is checked before the pipeline
+starts. Flags not listed in --help (e.g. --runner, --project, --region, --temp_location, --setup_file,
+--direct_num_workers) are Beam pipeline options; any other flag is an error.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from captioner import bundle, captions, schema, storage
+from captioner import bundle, captions, cli, manifest, output_folder, schema, sources, storage
 from captioner import config as configs
-from captioner.layout import BLEU_JSON, CAPTIONS_JSONL, REPORT_HTML
+from captioner.errors import UsageError
+from captioner.layout import BLEU_JSON, CAPTION_FILES, REPORT_HTML
 from pipelines import launch
-from pipelines.caption import graph
+from pipelines.caption import graph, outputs
 
 
-def parse_args(argv: Optional[List[str]]):
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.caption_and_score", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="python -m pipelines.caption_and_score", description=__doc__,
+                                formatter_class=cli.HelpFormatter)
     configs.add_config_flags(parser)
     parser.add_argument("--model", required=True, help="the trainer's export folder (JOB_DIR/export), local or gs://")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", help="image file pattern, local or gs:// ('*' and '**' globs)")
+    source.add_argument("--images", help="image file pattern, local or gs:// ('*' and '**' globs); an image's id is "
+                                         "its path after the pattern's fixed prefix")
+    source.add_argument("--image_list", help="listing file(s), local or gs://: paths one a line, CSV with a 'path' "
+                                             "(and 'caption') column, or JSON lines; listed captions are references")
+    source.add_argument("--retry_dead_letters", metavar="PATTERN",
+                        help="the dead_letter-*.jsonl files of an earlier run: caption just those images again")
     source.add_argument("--features", help="a features folder written by pipelines.extract_features (fast path)")
     parser.add_argument("--include", default=None,
-                        help="with --images: a file of image file names, one a line (e.g. Flickr_8k.testImages.txt); "
-                             "only matched images named there are captioned")
+                        help="with images: a file of image file names (or ids), one a line (e.g. "
+                             "Flickr_8k.testImages.txt); only the images named there are captioned")
     parser.add_argument("--split", default="test", choices=schema.SPLITS,
                         help="with --features: which split's shards to caption (default: %(default)s)")
     parser.add_argument("--references", default=None,
-                        help="with --images: reference captions (Flickr8k token file or 'image,caption' CSV) "
-                             "to score against; with --features the stored captions are the references")
+                        help="with images: reference captions (Flickr8k token file or 'image,caption' CSV, keyed by "
+                             "file name or id) to score against; with --features the stored captions are the references")
     parser.add_argument("--output", required=True, help="output folder (local or gs://)")
+    parser.add_argument("--skip_existing", action="append", default=[], metavar="OUTPUT",
+                        help="an earlier caption output folder: images captioned there are not captioned again "
+                             "(--output then holds only the new rows); repeatable")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished caption output already in --output (otherwise it is refused)")
     parser.add_argument("--beam_size", type=int, default=None, help="beam width, 1 = greedy (default: caption.beam_size)")
     parser.add_argument("--length_penalty", type=float, default=None,
                         help="GNMT length penalty alpha, 0 = none (default: caption.length_penalty)")
-    parser.add_argument("--max_length", type=int, default=None, help="longest caption in words (default: caption.max_length)")
-    parser.add_argument("--batch_size", type=int, default=None, help="images per decoding batch (default: caption.batch_size)")
+    parser.add_argument("--max_length", type=int, default=None,
+                        help="longest caption in words (default: caption.max_length)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="images per decoding batch (default: caption.batch_size)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads per worker for the encoder and the decoder (default: all cores; use 1 with "
                              "several local workers, e.g. --direct_num_workers=2 on 2 cores)")
-    return parser.parse_known_args(argv)
+    return parser
+
+
+def _key_scheme(args) -> str:
+    if args.references:
+        return captions.key_scheme(args.references)
+    if args.include:
+        names = [line.strip() for line in captions.first_lines(args.include, 3) if line.strip()]
+        return sources.key_scheme(sources.strip_bom(names[0])) if names else sources.BY_NAME
+    return sources.BY_NAME
 
 
 def settings_from(args) -> graph.CaptionSettings:
-    """Merges the config file, overrides and the decoding flags (which win), and reads the bundle's info."""
+    """Checks every input on the launching machine and returns the graph's settings (nothing runs yet)."""
+    storage.check_reachable([args.model, args.images, args.image_list, args.retry_dead_letters, args.features,
+                             args.include, args.references, args.output, args.config, *args.skip_existing])
     if (args.references or args.include) and args.features:
-        raise ValueError("--references and --include go with --images; with --features the split chooses the "
+        raise UsageError("--references and --include go with images; with --features the split chooses the "
                          "images and the stored captions are the references")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: a worker needs at least 1 thread")
     flags = {name: getattr(args, name) for name in ("beam_size", "length_penalty", "max_length", "batch_size")
              if getattr(args, name) is not None}
     config = configs.load(args.config, args.overrides).with_values("the decoding flags", caption=flags)
-    return graph.CaptionSettings(
-        model=args.model, output=args.output, bundle=bundle.read_info(args.model), config=config,
-        images=args.images, features=args.features, split=args.split, references=args.references,
-        include=captions.read_split_ids(args.include) if args.include else None, threads=args.threads)
+    info = bundle.read_info(args.model)
+    features_manifest = None
+    if args.features:
+        features_manifest = manifest.read(args.features)
+        manifest.check_compatible(features_manifest, info["encoder"], info["features"], source=args.features)
+    for pattern, flag in ((args.images, "--images"), (args.image_list, "--image_list"),
+                          (args.retry_dead_letters, "--retry_dead_letters"), (args.include, "--include")):
+        if pattern:
+            storage.first_match(pattern)
+    for earlier in args.skip_existing:
+        if earlier.rstrip("/") == args.output.rstrip("/"):
+            raise UsageError("--skip_existing and --output are the same folder; write the new captions to a new "
+                             "--output")
+        outputs.caption_files(earlier)  # refuses a folder that is not a finished caption output
+    settings = graph.CaptionSettings(
+        model=args.model, output=args.output, bundle=info, config=config, images=args.images,
+        image_list=args.image_list, retry_dead_letters=args.retry_dead_letters, features=args.features,
+        features_manifest=features_manifest, split=args.split, references=args.references, include=args.include,
+        key_scheme=_key_scheme(args), skip_existing=list(args.skip_existing), threads=args.threads)
+    output_folder.prepare(args.output, BLEU_JSON, CAPTION_FILES, args.overwrite, "caption output")
+    return settings
 
 
 def run(argv: Optional[List[str]] = None) -> dict:
-    """Builds and runs the pipeline; returns the content of bleu.json ({} when the job was only launched)."""
-    args, beam_args = parse_args(argv)
+    """Checks the inputs, builds and runs the pipeline; returns bleu.json's content ({} when only launched)."""
+    args, beam_args = cli.parse_with_beam_options(build_parser(), argv)
     settings = settings_from(args)
     started = time.time()
     if not launch.run_to_completion(lambda p: graph.build_pipeline(p, settings), PipelineOptions(beam_args)):
@@ -84,16 +128,17 @@ def describe(summary: dict, output: str, seconds: float) -> str:
     counts = summary["counts"]
     bleu = summary["bleu"]
     scores = ("BLEU-1..4 " + " / ".join(f"{100 * b:.1f}" for b in bleu)) if bleu else "no references: not scored"
+    others = [f"{counts[key]} {label}" for key, label in (("skipped_existing", "already captioned"),
+                                                          ("excluded", "not on --include")) if counts[key]]
     return (f"captioned {counts['captioned']} of {counts['images_matched']} images in {seconds:.0f} s "
-            f"({counts['dead_letters']} dead letters, {counts['without_references']} without references); {scores}\n"
-            f"captions: {storage.join(output, CAPTIONS_JSONL)}\n"
+            f"({counts['dead_letters']} dead letters, {counts['without_references']} without references"
+            f"{''.join(', ' + other for other in others)}); {scores}\n"
+            f"captions: {len(summary['files']['captions_jsonl'])} captions-*.jsonl files in {output}\n"
             f"gallery:  {storage.join(output, REPORT_HTML)}")
 
 
-def main() -> None:
-    launch.configure_logging()
-    run(sys.argv[1:])
+main = launch.entry_point(run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run(main))

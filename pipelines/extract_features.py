@@ -2,66 +2,126 @@
 
     python -m pipelines.extract_features --config flickr8k --images 'DATA/images/*.jpg' \\
         --captions DATA/Flickr8k.token.txt --splits DATA --output OUT [Beam options]
+    python -m pipelines.extract_features --image_list photos.csv --output OUT     # a listing file, local or gs://
+    python -m pipelines.extract_features --images 'PHOTOS/**' --skip_existing OLD --output NEW   # only new images
 
-Flags not listed in --help (e.g. --runner, --project, --region, --temp_location,
---setup_file, --direct_num_workers) are Beam pipeline options.
+Every input is checked before the pipeline starts. Flags not listed in --help
+(e.g. --runner, --project, --region, --temp_location, --setup_file,
+--direct_num_workers) are Beam pipeline options; any other flag is an error.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import time
 from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from captioner import captions, cli, encoders, manifest, output_folder, sources, storage
 from captioner import config as configs
-from captioner import encoders, manifest, storage
-from captioner.layout import DEAD_LETTER_FILE, MANIFEST_FILE
+from captioner.errors import InputError, UsageError
+from captioner.layout import FEATURES_FILES, MANIFEST_FILE
 from pipelines import launch
 from pipelines.extract import graph
 
 
-def parse_args(argv: Optional[List[str]]):
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.extract_features", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="python -m pipelines.extract_features", description=__doc__,
+                                formatter_class=cli.HelpFormatter)
     configs.add_config_flags(parser)
-    parser.add_argument("--images", required=True,
-                        help="image file pattern, local or gs:// ('*' and '**' globs), e.g. 'gs://b/flickr8k/images/*.jpg'")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="image file pattern, local or gs:// ('*' and '**' globs); an image's id is "
+                                         "its path after the pattern's fixed prefix, e.g. 2019/IMG_0001.jpg")
+    source.add_argument("--image_list", help="listing file(s), local or gs:// (a glob reads many in parallel): one "
+                                             "image a line as a path, CSV with a 'path' (and 'caption') column, or "
+                                             "JSON lines {\"path\": ..., \"caption\": ...}")
+    source.add_argument("--retry_dead_letters", metavar="PATTERN",
+                        help="the dead_letter-*.jsonl files of an earlier run: extract just those images again")
     parser.add_argument("--captions", default=None,
                         help="caption file: Flickr8k token file ('<image>#<n><TAB><caption>') or CSV with an "
-                             "'image,caption' header; leave out for an inference set without captions")
+                             "'image,caption' header, keyed by file name or by id; leave out for an inference set "
+                             "without captions (or use a listing with captions)")
     parser.add_argument("--splits", default=None,
                         help="folder with Flickr_8k.{train,dev,test}Images.txt; images in none go to 'unsplit'")
-    parser.add_argument("--output", required=True, help="output folder for shards, manifest and vocabulary (local or gs://)")
+    parser.add_argument("--output", required=True,
+                        help="output folder for shards, manifest and vocabulary (local or gs://)")
+    parser.add_argument("--skip_existing", default=None, metavar="FEATURES",
+                        help="an earlier features folder (same encoder): its images are not extracted again, and the "
+                             "new --output's manifest lists its shards too, with the counts and vocabulary merged")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished extraction already in --output (otherwise it is refused)")
     parser.add_argument("--encoder", default=None,
                         help="encoder name or .tflite path (overrides extract.encoder). " + encoders.describe_encoders())
     parser.add_argument("--weights", default=None,
                         help="imagenet | none | path to a weights file, local or gs:// (overrides extract.weights)")
     parser.add_argument("--encoder_threads", type=int, default=None,
                         help="threads per encoder instance (default: all cores; use 1 with several local workers)")
-    return parser.parse_known_args(argv)
+    return parser
+
+
+def _key_scheme(args) -> str:
+    """What the caption and split files key images by; they must agree."""
+    schemes = {}
+    if args.captions:
+        schemes["--captions"] = captions.key_scheme(args.captions)
+    if args.splits:
+        first = next(iter(sorted(captions.split_files(args.splits).values())))
+        names = [line.strip() for line in captions.first_lines(first, 3) if line.strip()]
+        schemes["--splits"] = sources.key_scheme(sources.strip_bom(names[0])) if names else sources.BY_NAME
+    if len(set(schemes.values())) > 1:
+        raise UsageError(f"--captions keys images by {schemes['--captions']} but the split lists by "
+                         f"{schemes['--splits']}; use the same keys (file names, or paths relative to the images)")
+    return next(iter(schemes.values()), sources.BY_NAME)
+
+
+def _previous(args, encoder) -> Optional[dict]:
+    """The manifest of the --skip_existing folder, checked to fit this run."""
+    if not args.skip_existing:
+        return None
+    if args.skip_existing.rstrip("/") == args.output.rstrip("/"):
+        raise UsageError("--skip_existing and --output are the same folder; write the new images to a new --output "
+                         "(its manifest lists the earlier shards too)")
+    previous = manifest.read(args.skip_existing)
+    manifest.check_compatible(previous, encoder.identity, encoder.feature_info(), source=args.skip_existing)
+    if "counts_file" not in previous["vocabulary"]:
+        raise InputError(f"--skip_existing {args.skip_existing} was extracted before word counts were kept, so its "
+                         "vocabulary cannot be merged; re-extract it once without --skip_existing")
+    return previous
 
 
 def settings_from(args) -> graph.ExtractSettings:
-    """Merges the config file, overrides and flags, and loads the encoder once to validate it and read its identity."""
+    """Checks every input on the launching machine and returns the graph's settings (nothing runs yet)."""
+    storage.check_reachable([args.images, args.image_list, args.retry_dead_letters, args.captions, args.splits,
+                             args.output, args.skip_existing, args.encoder, args.weights, args.config])
+    if args.encoder_threads is not None and args.encoder_threads < 1:
+        raise UsageError(f"--encoder_threads {args.encoder_threads}: an encoder needs at least 1 thread")
     flags = {key: value for key, value in (("encoder", args.encoder), ("weights", args.weights)) if value}
     cfg = configs.load(args.config, args.overrides).with_values("--encoder/--weights", extract=flags).extract
+    for pattern, flag in ((args.images, "--images"), (args.image_list, "--image_list"),
+                          (args.retry_dead_letters, "--retry_dead_letters")):
+        if pattern:
+            logging.info("%s %s: first match %s", flag, pattern, storage.first_match(pattern))
+    if args.image_list and args.captions:
+        if sources.carries_captions(*sources.listing_format(captions.first_line(args.image_list))):
+            raise UsageError("--image_list may carry captions itself; with --captions as well it is unclear which to "
+                             "use: give one of them")
     encoder = encoders.load_encoder(cfg.encoder, weights=cfg.weights, spatial=cfg.spatial, num_threads=1)
-    return graph.ExtractSettings(
-        images=args.images, output=args.output, captions=args.captions, splits=args.splits,
-        encoder_identity=encoder.identity, feature_info=encoder.feature_info(), config=cfg,
-        encoder_threads=args.encoder_threads)
+    settings = graph.ExtractSettings(
+        output=args.output, encoder_identity=encoder.identity, feature_info=encoder.feature_info(), config=cfg,
+        images=args.images, image_list=args.image_list, retry_dead_letters=args.retry_dead_letters,
+        captions=args.captions, splits=args.splits, key_scheme=_key_scheme(args), skip_existing=args.skip_existing,
+        previous_manifest=_previous(args, encoder), encoder_threads=args.encoder_threads)
+    output_folder.prepare(args.output, MANIFEST_FILE, FEATURES_FILES, args.overwrite, "extraction")
+    return settings
 
 
 def run(argv: Optional[List[str]] = None) -> dict:
-    """Builds and runs the pipeline; returns the manifest it wrote ({} when the job was only launched)."""
-    args, beam_args = parse_args(argv)
+    """Checks the inputs, builds and runs the pipeline; returns the manifest it wrote ({} when only launched)."""
+    args, beam_args = cli.parse_with_beam_options(build_parser(), argv)
     settings = settings_from(args)
-    logging.info("extracting %s with %s -> %s", args.images, settings.encoder_identity["name"], args.output)
+    source = args.images or args.image_list or args.retry_dead_letters
+    logging.info("extracting %s with %s -> %s", source, settings.encoder_identity["name"], args.output)
     started = time.time()
     if not launch.run_to_completion(lambda p: graph.build_pipeline(p, settings), PipelineOptions(beam_args)):
         return {}
@@ -71,19 +131,21 @@ def run(argv: Optional[List[str]] = None) -> dict:
 
 
 def summary(written: dict, output: str, seconds: float) -> str:
+    run_ = written["this_run"]
     counts = ", ".join(f"{split} {n}" for split, n in written["counts"].items())
-    return (f"extracted {written['images_matched']} images in {seconds:.0f} s: {counts}; "
-            f"dead letters {written['dead_letters']} ({storage.join(output, DEAD_LETTER_FILE)}); "
-            f"vocabulary {written['vocabulary']['size']} words; "
-            f"captions without an image {written['captions_without_images']['count']}\n"
+    skipped = f"; {run_['skipped_existing']} already in --skip_existing" if run_["skipped_existing"] else ""
+    refused = run_["caption_lines_refused"]["count"]
+    return (f"extracted {run_['records_written']} of {run_['images_matched']} images in {seconds:.0f} s "
+            f"({run_['dead_letters']} dead letters{skipped}); records per split: {counts}; "
+            f"vocabulary {written['vocabulary']['size']} words; names without an image "
+            f"{run_['captions_without_images']['count']}"
+            f"{f'; {refused} caption lines refused (examples in the manifest)' if refused else ''}\n"
             f"manifest: {storage.join(output, MANIFEST_FILE)}\n"
             f"encoder: {json.dumps(written['encoder'])}")
 
 
-def main() -> None:
-    launch.configure_logging()
-    run(sys.argv[1:])
+main = launch.entry_point(run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run(main))

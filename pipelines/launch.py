@@ -1,10 +1,20 @@
-"""Running a built pipeline the same way from a laptop, Dataflow, or a Flex Template launcher."""
+"""Running a built pipeline the same way from a laptop, Dataflow, or a Flex Template launcher, with quiet logs."""
 from __future__ import annotations
 
+import codecs
 import logging
+import re
+from typing import Callable, List, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+# Beam's own notices that say nothing to a user of this project (each repeated by every worker, every stage).
+BENIGN = re.compile(r"No semi_persistent_directory found|Discarding unparseable args|"
+                    r"Resource module is not available for current platform")
+_WORKER_ENTRY = re.compile(r'message: "((?:[^"\\]|\\.)*)"(?:.*?log_location: "((?:[^"\\]|\\.)*)")?')
+_OWN_CODE = re.compile(r"[/\\](captioner|pipelines|trainer)[/\\]")
+WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"  # relays worker processes' log entries
 
 
 def run_to_completion(build, options: PipelineOptions) -> bool:
@@ -23,7 +33,49 @@ def run_to_completion(build, options: PipelineOptions) -> bool:
     return True
 
 
+def _unescape(text: str) -> str:
+    """A protobuf text-format string (\\" \\n and octal UTF-8 bytes) back to plain text."""
+    return codecs.escape_decode(text.encode("latin-1", "backslashreplace"))[0].decode("utf-8", "replace")
+
+
+class QuietBeam(logging.Filter):
+    """Drops Beam's benign notices; relays worker processes' own log lines as plain lines, not protobuf text.
+
+    DirectRunner's worker processes send their log entries to the launcher, which logs each one as
+    `Worker: severity: ... message: "..." log_location: "..."`. Entries from this project's code keep
+    their level; other workers' INFO lines and the benign notices are dropped; any other warning or error
+    is kept, so real problems still show.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if BENIGN.search(message):
+            return False
+        if record.name != WORKER_LOGGER or not message.startswith("Worker: "):
+            return True
+        entry = _WORKER_ENTRY.search(message)
+        if not entry:
+            return record.levelno >= logging.WARNING
+        text, location = _unescape(entry.group(1)), _unescape(entry.group(2) or "")
+        if BENIGN.search(text) or (record.levelno < logging.WARNING and not _OWN_CODE.search(location)):
+            return False
+        record.msg, record.args = "worker: %s", (text,)
+        return True
+
+
+def entry_point(run: Callable[[Optional[List[str]]], object]) -> Callable[[Optional[List[str]]], int]:
+    """A pipeline's `main(argv)`: quiet logging, then `run(argv)` (which prints its own summary)."""
+    def main(argv: Optional[List[str]] = None) -> int:
+        configure_logging()
+        run(argv)
+        return 0
+    return main
+
+
 def configure_logging() -> None:
-    """The stage's own progress at INFO; Beam's own INFO chatter (worker harness, gRPC) hidden."""
+    """The stage's own progress at INFO (its workers' too); Beam's chatter and benign notices hidden."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietBeam())
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.getLogger(WORKER_LOGGER).setLevel(logging.INFO)  # it relays the workers' own INFO lines

@@ -24,6 +24,7 @@ def in_process_pipeline():
 
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEGACY_EXPORT = os.path.join(PROJECT_ROOT, "tests", "fixtures", "legacy_bundle_v1", "export")  # see its README
 SHARED_DIR = os.path.join(os.path.dirname(PROJECT_ROOT), "shared")
 
 

@@ -25,6 +25,7 @@ import tensorflow as tf
 from captioner import config as config_lib
 from captioner import manifest as manifest_lib
 from captioner import schema, storage, text
+from captioner.layout import VOCABULARY_FILE, WORD_COUNTS_FILE, shard_prefix
 
 COLORS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle", "star")
@@ -107,14 +108,15 @@ def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 2
             info["spatial"] = {"shape": [GRID, GRID, CHANNELS], "dtype": "uint8", "scale": SCALE, "zero_point": 0}
 
     staging = tempfile.mkdtemp(prefix="synthetic-features-") if storage.is_remote(folder) else folder
-    counts, train_captions = {}, []
+    counts, files, train_captions = {"unsplit": 0}, {"unsplit": []}, []
     for split, n in (("train", num_train), ("dev", num_dev), ("test", num_test)):
         records = _split_records(split, n, seed, spatial, thumbnail)
         counts[split] = len(records)
         shards = max(1, min(num_shards, len(records))) if records else 0
         os.makedirs(os.path.join(staging, split), exist_ok=True)
+        files[split] = [f"{shard_prefix(split)}-{s:05d}-of-{shards:05d}.tfrecord" for s in range(shards)]
         for s in range(shards):
-            path = os.path.join(staging, f"{manifest_lib.shard_prefix(split)}-{s:05d}-of-{shards:05d}.tfrecord")
+            path = os.path.join(staging, files[split][s])
             with tf.io.TFRecordWriter(path) as writer:
                 for image_id, captions, pooled, grid in records[s::shards]:
                     cleaned = [text.clean_caption(c) for c in captions]
@@ -123,12 +125,14 @@ def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 2
         if split == "train":
             train_captions = [text.clean_caption(c) for r in records for c in r[1]]
     lines = text.vocabulary_lines(text.count_words(train_captions), min_count=1)
-    with open(os.path.join(staging, manifest_lib.VOCABULARY_FILE), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    open(os.path.join(staging, manifest_lib.DEAD_LETTER_FILE), "w").close()
+    for name in (VOCABULARY_FILE, WORD_COUNTS_FILE):
+        with open(os.path.join(staging, name), "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+    total = sum(counts.values())
+    this_run = {"images_matched": total, "records_written": total, "dead_letters": 0, "skipped_existing": 0}
     manifest = manifest_lib.build(identity, {k: v for k, v in info.items() if spatial or k == "pooled"}, counts,
-                                  dead_letters=0, images_matched=sum(counts.values()), min_word_count=1,
-                                  vocabulary_size=len(lines))
+                                  shards=files, dead_letter_files=[], min_word_count=1, vocabulary_size=len(lines),
+                                  this_run=this_run)
     manifest_lib.write(staging, manifest)
     if staging != folder:
         storage.copy_folder_from_local(staging, folder)

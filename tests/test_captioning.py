@@ -1,15 +1,22 @@
 """The caption-and-score pipeline: extract -> train -> caption on real runners, local and on gs://."""
 import csv
+import glob
 import json
 import os
+import re
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
+from PIL import Image
 
 from captioner import captions as caption_files
 from captioner import demo_data, storage, text
+from captioner.layout import BLEU_JSON, REPORT_HTML
 from pipelines import caption_and_score, extract_features
+from pipelines.caption import outputs
+from tests.synthetic_features import write_synthetic_features
 from trainer import task
 
 pytestmark = pytest.mark.slow  # every test here runs a pipeline, and most train a decoder
@@ -18,9 +25,10 @@ XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
 TINY_TRAINING = ["--set", "train.epochs=4", "--set", "train.units=32", "--set", "train.embedding_dim=16",
                  "--set", "train.batch_size=32"]
 WEIGHTS = [(1.0,), (0.5, 0.5), (1 / 3,) * 3, (0.25,) * 4]
+FN_API = "--runner=FnApiRunner"
 
 
-def _stages(data: str, work: str, beam_flags=("--runner=FnApiRunner",)) -> str:
+def _stages(data: str, work: str, beam_flags=(FN_API,)) -> str:
     """Extracts and trains on a demo-style data folder; returns the export folder."""
     caption_file = storage.join(data, "captions.txt")
     extract_features.run(["--config", "local", "--images", storage.join(data, "images", "*"),
@@ -40,7 +48,13 @@ def trained(tmp_path_factory):
 
 
 def _rows(output: str) -> list:
-    return [json.loads(line) for line in storage.read_text(storage.join(output, "captions.jsonl")).splitlines()]
+    """Every caption row of a finished output, read through the files its bleu.json lists."""
+    return [json.loads(line) for path in outputs.caption_files(output)
+            for line in storage.read_text(path).splitlines()]
+
+
+def _caption(export: str, output: str, *flags: str) -> dict:
+    return caption_and_score.run(["--config", "local", "--model", export, "--output", output, *flags])
 
 
 def test_images_are_captioned_or_dead_lettered_and_bleu_equals_nltk(trained, tmp_path):
@@ -53,16 +67,15 @@ def test_images_are_captioned_or_dead_lettered_and_bleu_equals_nltk(trained, tmp
     include = tmp_path / "include.txt"
     include.write_text("\n".join(test_ids + [XSS_NAME, "broken.jpg"]))
     output = str(tmp_path / "out")
-    summary = caption_and_score.run([
-        "--config", "local", "--model", export, "--images", str(images / "*"), "--include", str(include),
-        "--references", os.path.join(data, "captions.txt"), "--output", output, "--beam_size", "2",
-        "--runner=FnApiRunner"])
+    summary = _caption(export, output, "--images", str(images / "*"), "--include", str(include),
+                       "--references", os.path.join(data, "captions.txt"), "--beam_size", "2", FN_API)
 
     rows = _rows(output)
-    dead = [json.loads(line) for line in storage.read_text(os.path.join(output, "dead_letter.jsonl")).splitlines()]
+    dead = [json.loads(line) for name in summary["files"]["dead_letters"]
+            for line in storage.read_text(os.path.join(output, name)).splitlines()]
     counts = summary["counts"]
-    assert counts["images_matched"] == len(test_ids) + 2
-    assert counts["captioned"] + counts["dead_letters"] == counts["images_matched"]
+    assert counts["images_matched"] == 60 + 2 and counts["excluded"] == 60 - len(test_ids)
+    assert counts["captioned"] + counts["dead_letters"] + counts["excluded"] + counts["skipped_existing"] == 62
     assert [d["image_id"] for d in dead] == ["broken.jpg"]
     assert sorted(r["image_id"] for r in rows) == sorted(test_ids + [XSS_NAME])
     assert counts["without_references"] == 1 and counts["scored"] == len(test_ids)
@@ -75,10 +88,15 @@ def test_images_are_captioned_or_dead_lettered_and_bleu_equals_nltk(trained, tmp
         assert ours == pytest.approx(nltk_corpus_bleu(refs, hyps, weights=weights), abs=1e-9)
     assert all(r["sentence_bleu"] is not None for r in scored)
 
-    with open(os.path.join(output, "captions.csv"), encoding="utf-8") as handle:
-        table = list(csv.DictReader(handle))
-    assert [(t["image_id"], t["caption"]) for t in table] == [(r["image_id"], r["caption"]) for r in rows]
-    report = storage.read_text(os.path.join(output, "report.html"))
+    table = [row for name in summary["files"]["captions_csv"]
+             for row in csv.DictReader(open(os.path.join(output, name), encoding="utf-8"))]
+    parquet = [row for name in summary["files"]["captions_parquet"]
+               for row in pq.read_table(os.path.join(output, name)).to_pylist()]
+    by_id = {r["image_id"]: r for r in rows}
+    assert sorted((t["image_id"], t["caption"]) for t in table) == sorted((i, r["caption"]) for i, r in by_id.items())
+    assert sorted(parquet, key=lambda r: r["image_id"]) == sorted(
+        ({k: v for k, v in r.items()} for r in rows), key=lambda r: r["image_id"])
+    report = storage.read_text(os.path.join(output, REPORT_HTML))
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in report and XSS_NAME not in report
 
 
@@ -86,12 +104,99 @@ def test_features_fast_path_uses_stored_references(trained, tmp_path):
     data, export = trained
     features = os.path.join(os.path.dirname(os.path.dirname(export)), "features")
     output = str(tmp_path / "out")
-    summary = caption_and_score.run(["--config", "local", "--model", export, "--features", features,
-                                     "--split", "test", "--output", output, "--beam_size", "1",
-                                     "--runner=FnApiRunner"])
+    summary = _caption(export, output, "--features", features, "--split", "test", "--beam_size", "1", FN_API)
     test_ids = caption_files.read_split_ids(os.path.join(data, "Flickr_8k.testImages.txt"))
     assert sorted(r["image_id"] for r in _rows(output)) == sorted(test_ids)
     assert summary["counts"]["scored"] == len(test_ids) and summary["bleu"][0] > 0
+
+
+def test_two_images_with_one_file_name_in_two_folders(trained, tmp_path):
+    data, export = trained
+    name = sorted(os.listdir(os.path.join(data, "images")))[0]
+    for folder in ("2019", "2020"):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        shutil.copy(os.path.join(data, "images", name), tmp_path / "photos" / folder / name)
+    summary = _caption(export, str(tmp_path / "plain"), "--images", str(tmp_path / "photos" / "**"), FN_API)
+    assert sorted(r["image_id"] for r in _rows(str(tmp_path / "plain"))) == [f"2019/{name}", f"2020/{name}"]
+    assert summary["counts"]["captioned"] == 2
+    # with references keyed by file name, the name is ambiguous: both become dead letters naming both paths
+    refs = _caption(export, str(tmp_path / "refs"), "--images", str(tmp_path / "photos" / "**"),
+                    "--references", os.path.join(data, "captions.txt"), FN_API)
+    assert refs["counts"]["captioned"] == 0 and refs["counts"]["dead_letters"] == 2
+
+
+def test_a_listing_file_works_like_the_glob(trained, tmp_path):
+    data, export = trained
+    images = sorted(glob.glob(os.path.join(data, "images", "*")))[:12]
+    listing = tmp_path / "photos.txt"
+    listing.write_text("".join(os.path.relpath(p, tmp_path) + "\n" for p in images))  # relative to the listing
+    pattern = tmp_path / "glob"
+    pattern.mkdir()
+    for path in images:
+        os.symlink(path, pattern / os.path.basename(path))
+    listed = _caption(export, str(tmp_path / "listed"), "--image_list", str(listing), FN_API)
+    globbed = _caption(export, str(tmp_path / "globbed"), "--images", str(pattern / "*"), FN_API)
+    by_name = {os.path.basename(r["image_id"]): r["caption"] for r in _rows(str(tmp_path / "listed"))}
+    assert by_name == {r["image_id"]: r["caption"] for r in _rows(str(tmp_path / "globbed"))}
+    assert listed["counts"]["captioned"] == globbed["counts"]["captioned"] == 12
+
+
+def test_skip_existing_captions_only_new_images_and_the_union_is_a_full_run(trained, tmp_path):
+    data, export = trained
+    images = os.path.join(data, "images")
+    full = _caption(export, str(tmp_path / "full"), "--images", os.path.join(images, "*"), FN_API)
+    _caption(export, str(tmp_path / "first"), "--images", os.path.join(images, "00[0-2]*"), FN_API)
+    second = _caption(export, str(tmp_path / "second"), "--images", os.path.join(images, "*"),
+                      "--skip_existing", str(tmp_path / "first"), FN_API)
+    first_rows, second_rows = _rows(str(tmp_path / "first")), _rows(str(tmp_path / "second"))
+    assert second["counts"]["skipped_existing"] == len(first_rows) == 30
+    assert not {r["image_id"] for r in first_rows} & {r["image_id"] for r in second_rows}
+    key = lambda r: (r["image_id"], r["caption"], round(r["log_prob"], 4))  # noqa: E731
+    assert sorted(map(key, first_rows + second_rows)) == sorted(map(key, _rows(str(tmp_path / "full"))))
+    assert full["counts"]["captioned"] == 60
+    # the dead letters of a run can be retried alone
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.jpg").write_bytes(b"not an image")
+    failed = _caption(export, str(tmp_path / "failed"), "--images", str(tmp_path / "bad" / "*"), FN_API)
+    assert failed["counts"]["dead_letters"] == 1
+    Image.open(os.path.join(images, "0000.jpg")).save(tmp_path / "bad" / "broken.jpg", "JPEG")  # mended
+    retried = _caption(export, str(tmp_path / "retried"), "--retry_dead_letters",
+                       str(tmp_path / "failed" / "dead_letter-*.jsonl"), FN_API)
+    assert retried["counts"]["captioned"] == 1 and retried["counts"]["dead_letters"] == 0
+
+
+def test_a_second_run_into_a_finished_output_is_refused_unless_overwritten(trained, tmp_path):
+    data, export = trained
+    output = str(tmp_path / "out")
+    images = os.path.join(data, "images", "*")
+    _caption(export, output, "--images", images, FN_API)
+    with pytest.raises(Exception, match="already holds a finished caption output"):
+        _caption(export, output, "--images", images, FN_API)
+    again = _caption(export, output, "--images", os.path.join(data, "images", "000*"), "--overwrite", FN_API)
+    assert again["counts"]["captioned"] == len(_rows(output)) == 10
+
+
+def test_the_shared_model_captions_like_one_model_per_process(trained, tmp_path):
+    data, export = trained
+    features = os.path.join(os.path.dirname(os.path.dirname(export)), "features")
+    multi = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing",
+             "--threads", "1", "--features", features, "--split", "train"]
+    _caption(export, str(tmp_path / "own"), *multi)
+    _caption(export, str(tmp_path / "shared"), *multi, "--set", "caption.share_model=true")
+    key = lambda r: (r["image_id"], r["caption"])  # noqa: E731
+    own, shared = (sorted(map(key, _rows(str(tmp_path / name)))) for name in ("own", "shared"))
+    assert own == shared and len(own) == 42
+
+
+def test_the_gallery_of_5000_images_holds_exactly_the_sample_size(trained, tmp_path):
+    _, export = trained
+    features = str(tmp_path / "features")
+    write_synthetic_features(features, num_train=16, num_dev=1, num_test=5000, encoder="thumbnail", num_shards=4)
+    summary = _caption(export, str(tmp_path / "out"), "--features", features, "--split", "test", "--beam_size", "1",
+                       "--set", "caption.gallery_size=45", FN_API)
+    report = storage.read_text(str(tmp_path / "out" / REPORT_HTML))
+    assert len(re.findall(r"<tr data-index=", report)) == 45 and summary["counts"]["captioned"] == 5000
+    assert len(_rows(str(tmp_path / "out"))) == 5000
 
 
 def test_end_to_end_on_gs_paths(tmp_path, gcs_folder):
@@ -101,13 +206,11 @@ def test_end_to_end_on_gs_paths(tmp_path, gcs_folder):
     storage.copy_folder_from_local(local, f"{gcs_folder}/data")
     export = _stages(f"{gcs_folder}/data", f"{gcs_folder}/work")
     assert storage.exists(f"{export}/bundle.json")
-    summary = caption_and_score.run([
-        "--config", "local", "--model", export, "--images", f"{gcs_folder}/data/images/*",
-        "--references", f"{gcs_folder}/data/captions.txt", "--output", f"{gcs_folder}/captions",
-        "--beam_size", "2", "--runner=FnApiRunner"])
+    summary = _caption(export, f"{gcs_folder}/captions", "--images", f"{gcs_folder}/data/images/*",
+                       "--references", f"{gcs_folder}/data/captions.txt", "--beam_size", "2", FN_API)
     assert summary["counts"]["captioned"] == 24 and summary["counts"]["dead_letters"] == 0
     assert len(_rows(f"{gcs_folder}/captions")) == 24
-    assert storage.exists(f"{gcs_folder}/captions/report.html")
+    assert storage.exists(f"{gcs_folder}/captions/{REPORT_HTML}") and storage.exists(f"{gcs_folder}/captions/{BLEU_JSON}")
 
 
 def test_real_flickr8k_images_with_the_shared_encoder(tmp_path, shared_dir, mobilenet_v1_tflite):
@@ -124,14 +227,14 @@ def test_real_flickr8k_images_with_the_shared_encoder(tmp_path, shared_dir, mobi
     work = str(tmp_path / "work")
     extract_features.run(["--config", "flickr8k", "--set", f"extract.encoder={mobilenet_v1_tflite}",
                           "--images", str(data / "images" / "*.jpg"), "--captions", str(data / "captions.txt"),
-                          "--splits", str(data), "--output", f"{work}/features", "--runner=FnApiRunner"])
+                          "--splits", str(data), "--output", f"{work}/features", FN_API])
     assert task.main(["--config", "flickr8k", *TINY_TRAINING, "--set", "train.epochs=2",
                       "--features", f"{work}/features", "--job_dir", f"{work}/job",
                       "--eval_split", "none", "--verbose", "0"]) == 0
     summary = caption_and_score.run([
         "--config", "flickr8k", "--model", f"{work}/job/export", "--images", str(data / "images" / "*.jpg"),
         "--include", os.path.join(flickr, "Flickr_8k.testImages.txt"), "--references", str(data / "captions.txt"),
-        "--output", f"{work}/captions", "--beam_size", "2", "--runner=FnApiRunner"])
-    assert summary["counts"] == {"images_matched": 10, "captioned": 10, "dead_letters": 0, "scored": 10,
-                                 "without_references": 0}
+        "--output", f"{work}/captions", "--beam_size", "2", FN_API])
+    assert summary["counts"] == {"images_matched": 30, "captioned": 10, "dead_letters": 0, "scored": 10,
+                                 "without_references": 0, "excluded": 20, "skipped_existing": 0}
     assert summary["model"]["encoder"] == os.path.basename(mobilenet_v1_tflite)

@@ -1,4 +1,5 @@
 """The generated demo dataset: deterministic, complete, split cleanly, and its captions say what is drawn."""
+import json
 import os
 import re
 import time
@@ -9,7 +10,12 @@ import pytest
 from PIL import Image
 
 from captioner import captions as caption_files
+from apache_beam.testing.util import assert_that
+
 from captioner import demo_data, text
+from captioner.layout import SPLIT_FILES
+from pipelines.inputs.sources import ReadSplits
+from tests.conftest import in_process_pipeline
 
 SINGLE = re.compile(r"^(big|small) (\w+) (circle|square|triangle) (on the left|on the right|at the top|"
                     r"at the bottom|in the center)$")
@@ -84,13 +90,18 @@ def test_every_image_has_five_captions_in_the_token_format(demo):
 def test_splits_are_disjoint_and_cover_every_image(demo):
     folder = demo[0]
     lists = {split: caption_files.read_split_ids(os.path.join(folder, name))
-             for split, name in demo_data.SPLIT_FILES.items()}
+             for split, name in SPLIT_FILES.items()}
     assert sum(len(ids) for ids in lists.values()) == 300
     assert set(lists["train"]).isdisjoint(lists["dev"]) and set(lists["dev"]).isdisjoint(lists["test"])
     assert set(lists["train"]).isdisjoint(lists["test"])
-    assigned = caption_files.read_splits(folder)   # the reader the pipelines use
-    assert sorted(assigned) == sorted(os.listdir(os.path.join(folder, "images")))
-    assert Counter(assigned.values()) == {"train": 210, "dev": 45, "test": 45}
+    with in_process_pipeline() as p:  # the reader the pipelines use
+        assigned = p | ReadSplits(folder)
+
+        def covers_every_image(pairs):
+            assert sorted(name for name, _ in pairs) == sorted(os.listdir(os.path.join(folder, "images")))
+            assert Counter(split for _, split in pairs) == {"train": 210, "dev": 45, "test": 45}
+
+        assert_that(assigned, covers_every_image)
 
 
 def test_captions_are_varied_but_dominated_by_the_canonical_phrasing(demo):
@@ -147,9 +158,10 @@ def test_captions_name_the_colours_and_shapes_actually_drawn(demo):
 
 
 def test_command_line(tmp_path, capsys):
-    result = demo_data.main([str(tmp_path / "cli"), "--num_images", "7", "--seed", "3"])
+    assert demo_data.main([str(tmp_path / "cli"), "--num_images", "7", "--seed", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert result["images"] == 7 and result["train"] + result["dev"] + result["test"] == 7
-    assert '"captions": 35' in capsys.readouterr().out
+    assert result["captions"] == 35
     with pytest.raises(SystemExit) as exit_code:
         demo_data.main(["--help"])
     assert exit_code.value.code == 0

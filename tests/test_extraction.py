@@ -1,5 +1,4 @@
 """The extraction pipeline on real Beam runners: nothing lost, deterministic, gs://, real encoder."""
-import glob
 import json
 import os
 import shutil
@@ -8,49 +7,66 @@ import tempfile
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from captioner import manifest, schema, storage, text
-from pipelines import extract_features
+from captioner import config, demo_data, manifest, schema, storage, text
+from captioner.errors import InputError, OutputError
+from captioner.layout import MANIFEST_FILE, VOCABULARY_FILE
+from pipelines import caption_and_score, extract_features
+from tests.conftest import LEGACY_EXPORT
 from tests.image_zoo import write_image_zoo
+from trainer import data as data_lib
+from trainer import features_folder
 
 pytestmark = pytest.mark.slow  # every test here runs the extraction pipeline
 
 
 def _write_dataset(folder: str) -> dict:
-    """The image zoo plus captions and splits with every awkward case of the issue."""
+    """The image zoo plus captions and splits with every awkward case of the issues."""
     images = os.path.join(folder, "images")
     expected = write_image_zoo(images)
     good = sorted(name for name, reason in expected.items() if reason is None)
-    # A duplicate id: the same file name in a second folder; the sorted-first path is kept.
+    # The same file name in a second folder, while the caption file keys captions by file name: ambiguous.
     os.makedirs(os.path.join(images, "zz_copy"))
     shutil.copy(os.path.join(images, good[0]), os.path.join(images, "zz_copy", good[0]))
     captioned = good[:-1]  # the last good image has no captions at all
     lines = []
     for number, name in enumerate(captioned):
         lines += [f"{name}#0\tA dog runs on the grass {number % 3}.", f"{name}#1\tTwo dogs, playing!"]
-    lines += ["missing_image.jpg#0\tcaptions for an image that does not exist"]
+    lines += ["missing_image.jpg#0\tcaptions for an image that does not exist", "a line without a tab"]
     with open(os.path.join(folder, "captions.txt"), "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write("\ufeff" + "\r\n".join(lines) + "\r\n\r\n")  # a BOM, CRLF and trailing blank lines
     splits = {"train": good[: len(good) // 2], "dev": good[len(good) // 2: -2], "test": good[-2:-1]}
     for split, names in splits.items():
         with open(os.path.join(folder, f"Flickr_8k.{split}Images.txt"), "w", encoding="utf-8") as handle:
             handle.write("\n".join(names))
     return {"expected": expected, "good": good, "captioned": captioned, "splits": splits,
-            "uncaptioned": good[-1], "duplicate": os.path.join(images, "zz_copy", good[0])}
+            "uncaptioned": good[-1], "ambiguous": [good[0], f"zz_copy/{good[0]}"],
+            "stored": good[1:]}
 
 
 def _records(folder: str) -> list:
-    """Every serialized record under a features folder (copied down first when it is on gs://)."""
-    local = storage.copy_folder_to_local(folder, tempfile.mkdtemp())
-    paths = sorted(glob.glob(os.path.join(local, "*", "records-*.tfrecord")))
+    """The serialized records a features folder's manifest lists (its readers read nothing else)."""
+    written = manifest.read(folder)
+    local = tempfile.mkdtemp()
+    paths = []
+    for split in schema.SPLITS:
+        for number, path in enumerate(manifest.shard_files(written, folder, split)):
+            paths.append(os.path.join(local, f"{split}-{number}.tfrecord"))
+            storage.copy_file(path, paths[-1])
     return [bytes(r.numpy()) for path in paths for r in tf.data.TFRecordDataset(path)]
 
 
-def _run(folder: str, output: str, *beam_flags: str, images: str = None) -> dict:
+def _dead_letters(folder: str) -> list:
+    written = manifest.read(folder)
+    return [json.loads(line) for name in written["dead_letter_files"]
+            for line in storage.read_text(storage.join(folder, name)).splitlines()]
+
+
+def _run(folder: str, output: str, *flags: str, images: str = None) -> dict:
     return extract_features.run([
         "--config", "local", "--images", images or os.path.join(folder, "images", "**"),
-        "--captions", os.path.join(folder, "captions.txt"), "--splits", folder, "--output", output,
-        *beam_flags])
+        "--captions", os.path.join(folder, "captions.txt"), "--splits", folder, "--output", output, *flags])
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +81,20 @@ def zoo_run(tmp_path_factory):
 def test_every_image_is_a_record_or_a_dead_letter(zoo_run):
     data, _, output, written = zoo_run
     records = [schema.parse_example_py(r) for r in _records(output)]
-    dead = [json.loads(line) for line in open(os.path.join(output, manifest.DEAD_LETTER_FILE), encoding="utf-8")]
-    stored_ids = sorted(r["image_id"] for r in records)
-    assert stored_ids == data["good"]
+    dead = _dead_letters(output)
+    assert sorted(r["image_id"] for r in records) == data["stored"]
     bad = {name: reason for name, reason in data["expected"].items() if reason}
-    dead_by_id = {d["image_id"]: d for d in dead if d["stage"] != "match"}
-    assert sorted(dead_by_id) == sorted(bad)
+    decoded = {d["image_id"]: d for d in dead if d["stage"] != "join"}
+    assert sorted(decoded) == sorted(bad)
     for name, reason in bad.items():
-        assert reason in dead_by_id[name]["reason"], (name, dead_by_id[name])
-    duplicates = [d for d in dead if d["stage"] == "match"]
-    assert [d["path"] for d in duplicates] == [data["duplicate"]]
+        assert reason in decoded[name]["reason"], (name, decoded[name])
+    ambiguous = sorted(d["image_id"] for d in dead if d["stage"] == "join")
+    assert ambiguous == data["ambiguous"]  # both images of the shared file name, each naming both paths
+    assert all(data["ambiguous"][1] in d["reason"] for d in dead if d["stage"] == "join")
     assert written["images_matched"] == len(data["expected"]) + 1
-    assert sum(written["counts"].values()) + written["dead_letters"] == written["images_matched"]
-    assert written["dead_letters"] == len(dead)
+    run = written["this_run"]
+    assert run["records_written"] + run["dead_letters"] + run["skipped_existing"] == run["images_matched"]
+    assert sum(written["counts"].values()) == run["records_written"] and written["dead_letters"] == len(dead)
 
 
 def test_records_hold_captions_splits_and_features(zoo_run):
@@ -91,19 +108,21 @@ def test_records_hold_captions_splits_and_features(zoo_run):
         assert pooled.shape == (320,) and spatial.shape == (8, 8, 5)
         np.testing.assert_allclose(pooled, spatial.reshape(-1))
     assert records[data["uncaptioned"]]["captions"] == []
-    first = records[data["captioned"][0]]
-    assert first["raw_captions"] == ["A dog runs on the grass 0.", "Two dogs, playing!"]
+    first = records[data["captioned"][1]]
+    assert first["raw_captions"] == ["A dog runs on the grass 1.", "Two dogs, playing!"]
     assert first["captions"] == ["dog runs on the grass", "two dogs playing"]
+    assert first["image_path"].endswith(os.path.join("images", data["captioned"][1]))
     assert written["counts"] == {split: sum(1 for r in records.values() if r["split"] == split)
                                  for split in schema.SPLITS}
-    assert written["captions_without_images"] == {"count": 1, "ids": ["missing_image.jpg"]}
+    assert written["captions_without_images"] == {"count": 1, "examples": ["missing_image.jpg"]}
+    assert written["this_run"]["caption_lines_refused"] == {"count": 1, "examples": ["a line without a tab"]}
 
 
 def test_vocabulary_counts_train_captions_only(zoo_run):
     data, _, output, written = zoo_run
     train = [c for r in map(schema.parse_example_py, _records(output)) if r["split"] == "train" for c in r["captions"]]
     expected = text.vocabulary_lines(text.count_words(train), min_count=1)
-    vocabulary = open(os.path.join(output, manifest.VOCABULARY_FILE), encoding="utf-8").read().splitlines()
+    vocabulary = open(os.path.join(output, VOCABULARY_FILE), encoding="utf-8").read().splitlines()
     assert vocabulary == expected and len(vocabulary) == written["vocabulary"]["size"] > 0
 
 
@@ -112,9 +131,51 @@ def test_running_twice_gives_the_same_records(zoo_run):
     again = os.path.join(folder, "features-again")
     _run(folder, again, "--runner=FnApiRunner")
     assert sorted(_records(again)) == sorted(_records(output))
-    first = json.load(open(os.path.join(output, manifest.MANIFEST_FILE)))
-    second = json.load(open(os.path.join(again, manifest.MANIFEST_FILE)))
-    assert first == second
+    first, second = (manifest.read(path) for path in (output, again))
+    assert first["counts"] == second["counts"] and first["this_run"] == second["this_run"]
+
+
+def test_a_listing_file_gives_the_records_of_the_glob(zoo_run, tmp_path):
+    data, folder, output, _ = zoo_run
+    images = os.path.join(folder, "images")
+    listing = tmp_path / "photos.csv"
+    names = sorted(data["expected"]) + [f"zz_copy/{data['good'][0]}"]
+    listing.write_text("path\n" + "".join(f"{os.path.join(images, n)}\n" for n in names), encoding="utf-8")
+    listed = extract_features.run(["--config", "local", "--image_list", str(listing), "--captions",
+                                   os.path.join(folder, "captions.txt"), "--splits", folder,
+                                   "--output", str(tmp_path / "features"), "--runner=FnApiRunner"])
+    by_id = {r["image_path"]: r for r in map(schema.parse_example_py, _records(output))}
+    by_listing = {r["image_path"]: r for r in map(schema.parse_example_py, _records(str(tmp_path / "features")))}
+    assert sorted(by_listing) == sorted(by_id)  # the same images, with ids as listed (full paths here)
+    for path, record in by_listing.items():
+        assert record["raw_captions"] == by_id[path]["raw_captions"] and record["split"] == by_id[path]["split"]
+        assert record["pooled"] == by_id[path]["pooled"] and record["image_id"] == path
+    assert listed["this_run"]["images_matched"] == manifest.read(output)["this_run"]["images_matched"]
+
+
+def test_skip_existing_extracts_only_new_images_and_merges_the_manifest(zoo_run, tmp_path):
+    data, folder, output, full = zoo_run
+    first_half = str(tmp_path / "first")
+    _run(folder, first_half, "--runner=FnApiRunner", images=os.path.join(folder, "images", "[a-m]*"))
+    merged = _run(folder, str(tmp_path / "merged"), "--skip_existing", first_half, "--runner=FnApiRunner")
+    earlier = manifest.read(first_half)["this_run"]["records_written"]
+    assert 0 < earlier < full["this_run"]["records_written"]
+    assert merged["this_run"]["skipped_existing"] == earlier
+    assert merged["this_run"]["records_written"] == full["this_run"]["records_written"] - earlier
+    assert merged["counts"] == full["counts"] and merged["merged_from"] == [first_half]
+    assert sorted(_records(str(tmp_path / "merged"))) == sorted(_records(output))
+    assert open(os.path.join(tmp_path, "merged", VOCABULARY_FILE)).read() == \
+        open(os.path.join(output, VOCABULARY_FILE)).read()  # word counts added up exactly
+
+
+def test_an_inference_set_keeps_both_images_that_share_a_file_name(tmp_path):
+    for folder in ("2019", "2020"):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "photos" / folder / "IMG_0001.jpg")
+    written = extract_features.run(["--config", "local", "--images", str(tmp_path / "photos" / "**"),
+                                    "--output", str(tmp_path / "features"), "--runner=FnApiRunner"])
+    ids = sorted(schema.parse_example_py(r)["image_id"] for r in _records(str(tmp_path / "features")))
+    assert ids == ["2019/IMG_0001.jpg", "2020/IMG_0001.jpg"] and written["counts"]["unsplit"] == 2
 
 
 def test_gs_paths_with_two_worker_processes(tmp_path, gcs_folder):
@@ -126,15 +187,16 @@ def test_gs_paths_with_two_worker_processes(tmp_path, gcs_folder):
         "--splits", gcs_folder, "--output", f"{gcs_folder}/features", "--runner=DirectRunner",
         "--direct_num_workers=2", "--direct_running_mode=multi_processing", "--encoder_threads=1"])
     records = [schema.parse_example_py(r) for r in _records(f"{gcs_folder}/features")]
-    assert sorted(r["image_id"] for r in records) == data["good"]
+    assert sorted(r["image_id"] for r in records) == data["stored"]
     assert all(r["image_path"].startswith(gcs_folder) for r in records)
     assert sum(written["counts"].values()) + written["dead_letters"] == written["images_matched"]
 
 
-def test_missing_images_fail_with_the_pattern_named(tmp_path):
-    with pytest.raises(Exception, match="nothing-here"):
+def test_missing_images_fail_before_the_pipeline_with_the_pattern_named(tmp_path):
+    with pytest.raises(InputError, match="nothing-here.*matches no file"):
         extract_features.run(["--images", str(tmp_path / "nothing-here" / "*.jpg"),
                               "--output", str(tmp_path / "out"), "--runner=FnApiRunner"])
+    assert not os.path.exists(tmp_path / "out" / MANIFEST_FILE)
 
 
 def test_real_flickr8k_features_equal_a_direct_tflite_invoke(tmp_path, shared_dir, mobilenet_v1_tflite):
@@ -153,7 +215,6 @@ def test_real_flickr8k_features_equal_a_direct_tflite_invoke(tmp_path, shared_di
     interpreter.allocate_tensors()
     records = [schema.parse_example_py(r) for r in _records(output)]
     assert sorted(r["image_id"] for r in records) == names
-    from PIL import Image
     for record in records:
         pixels = np.asarray(Image.open(os.path.join(flickr, "images", record["image_id"])).convert("RGB"))
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels[None])
@@ -161,3 +222,23 @@ def test_real_flickr8k_features_equal_a_direct_tflite_invoke(tmp_path, shared_di
         direct = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(-1)
         np.testing.assert_array_equal(schema.array_from_bytes(record["pooled"], written["features"]["pooled"]), direct)
         assert len(record["raw_captions"]) == 5
+
+
+def test_a_second_smaller_extraction_into_the_same_output_is_all_its_readers_see(tmp_path):
+    """--overwrite replaces a finished run; a stray shard of some other run is never read; counts match."""
+    data = tmp_path / "data"
+    demo_data.generate(str(data), num_images=60)
+    output = str(tmp_path / "features")
+    first = _run(str(data), output, "--runner=FnApiRunner", images=str(data / "images" / "*"))
+    with pytest.raises(OutputError, match="already holds a finished extraction.*--overwrite"):
+        _run(str(data), output, "--runner=FnApiRunner", images=str(data / "images" / "*"))
+    second = _run(str(data), output, "--overwrite", "--runner=FnApiRunner", images=str(data / "images" / "001*"))
+    stray = os.path.join(output, "train", "records-00000-of-00009.tfrecord")  # e.g. left by a killed run
+    shutil.copy(manifest.shard_files(second, output, "train")[0], stray)
+    assert sum(first["counts"].values()) == 60 and sum(second["counts"].values()) == 10
+    folder = features_folder.open_features(output, config.TrainConfig(), str(tmp_path / "cache"))
+    counts = {split: data_lib.CaptionData(folder, 16).count(split).images for split in ("train", "test")}
+    assert counts == {"train": second["counts"]["train"], "test": second["counts"]["test"]}
+    summary = caption_and_score.run(["--model", LEGACY_EXPORT, "--features", output, "--split", "train",
+                                     "--output", str(tmp_path / "captions"), "--runner=FnApiRunner"])
+    assert summary["counts"]["captioned"] == summary["counts"]["images_matched"] == second["counts"]["train"]

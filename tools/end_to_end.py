@@ -8,7 +8,6 @@ the table reports each stage's wall time and peak memory honestly.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -19,15 +18,16 @@ import time
 from typing import Dict, List, Optional
 
 from captioner import config as configs
-from captioner import demo_data, storage
+from captioner import cli, demo_data, storage
+from captioner.errors import InputError
 from captioner.layout import BLEU_JSON, EXPORT_DIR, REPORT_HTML, SPLIT_FILES
 
 DEMO_IMAGES = 1000
 
 
 def parse_args(argv: Optional[List[str]]):
-    parser = argparse.ArgumentParser(prog="python -m tools.end_to_end", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="python -m tools.end_to_end", description=__doc__,
+                                formatter_class=cli.HelpFormatter)
     configs.add_config_flags(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--demo", action="store_true",
@@ -38,13 +38,14 @@ def parse_args(argv: Optional[List[str]]):
     parser.add_argument("--captions", default=None,
                         help="caption file (default: Flickr8k.token.txt or captions.txt inside --data)")
     parser.add_argument("--workdir", default=None,
-                        help="folder for every stage's output, local or gs:// (default: runs/demo or runs/flickr8k)")
+                        help="folder for every stage's output, local or gs://; a new run replaces the features and "
+                             "captions there and resumes (or repeats) the training (default: runs/demo or runs/flickr8k)")
     parser.add_argument("--encoder", default=None, help="encoder name or .tflite path (overrides extract.encoder)")
     parser.add_argument("--weights", default=None, help="imagenet | none | weights file (overrides extract.weights)")
     parser.add_argument("--workers", type=int, default=2,
                         help="DirectRunner worker processes for the two Beam stages (default: %(default)s)")
     parser.add_argument("--results", default=None, help="also append the results table to this Markdown file")
-    return parser.parse_known_args(argv)
+    return cli.parse_with_beam_options(parser, argv)
 
 
 def _caption_file(data: str, explicit: Optional[str]) -> str:
@@ -53,7 +54,7 @@ def _caption_file(data: str, explicit: Optional[str]) -> str:
     for name in ("Flickr8k.token.txt", demo_data.CAPTIONS_FILE):
         if storage.exists(storage.join(data, name)):
             return storage.join(data, name)
-    raise FileNotFoundError(f"no Flickr8k.token.txt or captions.txt in {data}: pass --captions")
+    raise InputError(f"--data {data} holds no Flickr8k.token.txt or captions.txt; pass the caption file with --captions")
 
 
 def _run_stage(name: str, module: str, args: List[str]) -> Dict:
@@ -64,7 +65,7 @@ def _run_stage(name: str, module: str, args: List[str]) -> Dict:
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        raise SystemExit(f"{name} failed (exit code {child.returncode}); its output is above")
+        raise SystemExit(f"error: the {name} stage failed (exit code {child.returncode}); its output is above")
     return {"stage": name, "seconds": time.time() - started, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
@@ -88,12 +89,13 @@ def run(argv: Optional[List[str]] = None) -> Dict:
     stages = [
         _run_stage("extract", "pipelines.extract_features", [
             *config_flags, *encoder_flags, "--images", images, "--captions", caption_file, "--splits", data,
-            "--output", features, *(["--encoder_threads", "1"] if args.workers > 1 else []), *beam_flags]),
+            "--output", features, "--overwrite", *(["--encoder_threads", "1"] if args.workers > 1 else []),
+            *beam_flags]),
         _run_stage("train", "trainer.task", [*config_flags, "--features", features, "--job_dir", job]),
         _run_stage("caption and score", "pipelines.caption_and_score", [
             *config_flags, "--model", storage.join(job, EXPORT_DIR), "--images", images,
             "--include", storage.join(data, SPLIT_FILES["test"]), "--references", caption_file,
-            "--output", captioned, *(["--threads", "1"] if args.workers > 1 else []), *beam_flags]),
+            "--output", captioned, "--overwrite", *(["--threads", "1"] if args.workers > 1 else []), *beam_flags]),
     ]
     summary = json.loads(storage.read_text(storage.join(captioned, BLEU_JSON)))
     table = results_table(stages, summary, args, workdir)
@@ -122,9 +124,10 @@ def results_table(stages: List[Dict], summary: Dict, args, workdir: str) -> str:
             f"(gallery: {storage.join(workdir, 'captions', REPORT_HTML)})\n")
 
 
-def main() -> None:
-    run(sys.argv[1:])
+def main(argv: Optional[List[str]] = None) -> int:
+    run(argv)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run(main))

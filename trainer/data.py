@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioner import schema
+from captioner.errors import UsageError
 from captioner.manifest import ManifestError
 from captioner.text import END_ID, OOV_ID, PAD_ID, START_ID
 from trainer.features_folder import FEATURE_KEYS, Counts, FeaturesFolder
@@ -170,7 +171,7 @@ def _caption_lengths(ids: tf.Tensor) -> tf.Tensor:
 def steps_for(counts: Counts, global_batch: int) -> int:
     steps = counts.examples // global_batch
     if steps < 1:
-        raise ValueError(f"the train split has {counts.examples} examples, fewer than one global batch of "
+        raise UsageError(f"the train split has {counts.examples} examples, fewer than one global batch of "
                          f"{global_batch}: lower train.batch_size")
     return steps
 

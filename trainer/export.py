@@ -55,11 +55,13 @@ def export(model: keras.Model, export_dir: str, config, features) -> str:
         os.path.join(features.folder, features.manifest["vocabulary"]["file"]))))
     lines = [f"{token}\t{counts.get(token, 0)}" for token in features.tokens]
     storage.write_text(os.path.join(export_dir, BUNDLE_VOCABULARY_FILE), "\n".join(lines) + "\n")
+    checksums = {name: storage.file_sha256(os.path.join(export_dir, name)) for name in (MODEL_FILE,
+                                                                                      BUNDLE_VOCABULARY_FILE)}
     encoder = dict(features.manifest["encoder"])
     info = bundle.describe(
         decoder=config.train.decoder, feature=features.feature, info=features.info,
         max_length=config.train.max_length, vocabulary_size=len(features.tokens), encoder=encoder,
         encoder_files=_copy_encoder_files(encoder, export_dir), config=config.to_dict(),
-        trained_on={"features": features.source, "counts": features.manifest["counts"]})
+        trained_on={"features": features.source, "counts": features.manifest["counts"]}, checksums=checksums)
     storage.write_text(os.path.join(export_dir, BUNDLE_FILE), json.dumps(info, indent=2, sort_keys=True) + "\n")
     return export_dir

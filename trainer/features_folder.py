@@ -7,17 +7,17 @@ decoder needs, the vocabulary, and that the manifest describes the stored bytes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
-from typing import List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from captioner import manifest as manifest_lib
 from captioner import schema, storage, text
-from captioner.layout import MANIFEST_FILE
 from captioner.manifest import ManifestError
 
 log = logging.getLogger("trainer")
@@ -40,12 +40,13 @@ class Counts:
 
 @dataclasses.dataclass
 class FeaturesFolder:
-    """A features folder that has passed the checks, seen through a local path."""
+    """A features folder that has passed the checks, seen through local paths."""
     source: str              # what the user passed (local or gs://)
     folder: str              # local path (a cached copy when `source` is gs://)
     manifest: dict
     tokens: List[str]        # the decoder's token table: PAD=0, OOV, START, END, then the words
     feature: str             # the feature the decoder consumes: "pooled" | "spatial"
+    shards: Dict[str, List[str]] = dataclasses.field(default_factory=dict)  # local shard files per split
 
     @property
     def info(self) -> dict:
@@ -56,32 +57,46 @@ class FeaturesFolder:
         return [int(d) for d in self.info["shape"]]
 
     def files(self, split: str) -> List[str]:
-        return storage.match(os.path.join(self.folder, self.manifest["shards"][split]))
+        """The split's shards as the manifest lists them: files of other runs in the folder are never read."""
+        return self.shards[split]
+
+
+def _cache(path: str, source: str, cache_dir: str) -> str:
+    """Copies one listed file of a gs:// features folder (or of a folder it was merged with) to the cache."""
+    relative = manifest_lib.relative_to(source, path)
+    if storage.is_remote(relative):  # a shard kept from an earlier folder by an incremental extraction
+        relative = os.path.join("earlier", hashlib.sha1(path.encode()).hexdigest()[:10] + "-" + path.rsplit("/", 1)[-1])
+    local = os.path.join(cache_dir, *relative.split("/"))
+    storage.copy_file(path, local)
+    return local
 
 
 def open_features(source: str, train_cfg, cache_dir: str) -> FeaturesFolder:
-    """Copies a gs:// folder to `cache_dir`, reads the manifest and refuses what the config cannot train on."""
-    if storage.is_remote(source):
-        log.info("copying features %s to the local cache %s", source, cache_dir)
-        if storage.exists(storage.join(source, MANIFEST_FILE)):
-            manifest_lib.read(source)  # fail on a wrong schema before copying the shards
-        folder = storage.copy_folder_to_local(source, cache_dir)
-    else:
-        folder = source
-    manifest = manifest_lib.read(folder)
+    """Reads and checks the manifest, copies what it lists of a gs:// folder to `cache_dir`, refuses what the
+    config cannot train on."""
+    manifest = manifest_lib.read(source)
     feature = check_manifest(manifest, train_cfg, source)
-    vocabulary_path = os.path.join(folder, manifest["vocabulary"]["file"])
-    if not os.path.exists(vocabulary_path):
+    shards = {split: manifest_lib.shard_files(manifest, source, split) for split in schema.SPLITS}
+    vocabulary_path = storage.join(source, manifest["vocabulary"]["file"])
+    if not storage.exists(vocabulary_path):
         raise ManifestError(f"{source} has no {manifest['vocabulary']['file']} although its manifest names it: "
                             "the extraction did not finish; re-run it")
+    folder = source
+    if storage.is_remote(source):
+        log.info("copying the features %s lists to the local cache %s", source, cache_dir)
+        shards = {split: [_cache(path, source, cache_dir) for path in paths] for split, paths in shards.items()}
+        vocabulary_path, folder = _cache(vocabulary_path, source, cache_dir), cache_dir
+    missing = [path for paths in shards.values() for path in paths if not os.path.exists(path)]
+    if missing:
+        raise ManifestError(f"{source}: its manifest lists {len(missing)} shard files that do not exist "
+                            f"(e.g. {missing[0]}); re-run the extraction")
     words = [w for w, _ in text.parse_vocabulary(storage.read_text(vocabulary_path))]
     if len(words) != int(manifest["vocabulary"]["size"]):
         raise ManifestError(f"{vocabulary_path} holds {len(words)} words, the manifest says "
                             f"{manifest['vocabulary']['size']}: the folder mixes two extractions; re-run it")
-    result = FeaturesFolder(source, folder, manifest, text.decoder_tokens(words), feature)
+    result = FeaturesFolder(source, folder, manifest, text.decoder_tokens(words), feature, shards)
     if not result.files("train"):
-        raise ManifestError(f"{source} has no train shards ({manifest['shards']['train']}): extract with a split "
-                            "file that assigns images to train")
+        raise ManifestError(f"{source} has no train shards: extract with a split file that assigns images to train")
     _check_first_record(result)
     return result
 

@@ -40,8 +40,13 @@ class JobResult:
 
 
 def run(config: Config, features: str, job_dir: str, devices: Optional[Sequence[str]] = None,
-        eval_split: str = "dev", work_dir: Optional[str] = None, verbose: Optional[int] = None) -> JobResult:
-    """Trains the configured decoder on a features folder and exports it to job_dir/export."""
+        eval_split: str = "dev", work_dir: Optional[str] = None, verbose: Optional[int] = None,
+        overwrite: bool = False) -> JobResult:
+    """Trains the configured decoder on a features folder and exports it to job_dir/export.
+
+    A job dir that holds a job started with other features or another train config is refused unless
+    `overwrite` (which starts it again from nothing); with the same ones, the job resumes.
+    """
     if eval_split not in EVAL_SPLITS:
         raise ValueError(f"eval split {eval_split!r} is not one of {', '.join(EVAL_SPLITS)}")
     started = time.time()
@@ -52,18 +57,19 @@ def run(config: Config, features: str, job_dir: str, devices: Optional[Sequence[
         shutil.rmtree(os.path.join(work, "features"), ignore_errors=True)
     try:
         folder = JobFolder.open(job_dir, work)
-        return _train(config, features, folder, distribution, eval_split, work, verbose, started)
+        return _train(config, features, folder, distribution, eval_split, work, verbose, started, overwrite)
     finally:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
 
 
 def _train(config: Config, features: str, folder: JobFolder, distribution, eval_split: str, work: str,
-           verbose: Optional[int], started: float) -> JobResult:
+           verbose: Optional[int], started: float, overwrite: bool) -> JobResult:
     train_cfg = config.train
     # the global seed joins the op seeds of tf.data's shuffles: set it before any dataset exists
     keras.utils.set_random_seed(train_cfg.seed)
     inputs = features_folder.open_features(features, train_cfg, os.path.join(work, "features"))
+    folder.claim(features, config.to_dict()["train"], overwrite)  # once the inputs are known to be good
     caption_data = data.CaptionData(inputs, train_cfg.max_length, seed=train_cfg.seed,
                                     sort_window_batches=train_cfg.sort_window_batches)
     counts = {"train": caption_data.count("train"),

@@ -5,6 +5,7 @@ plugin breaks TF 2.21), so a gs:// job dir is worked on in a local copy: brought
 down when the job resumes, mirrored back after every epoch. A killed job loses at
 most the epoch it was in, and JSON files are replaced whole, never half-written.
 
+    job.json                       the features and train config the job was started with
     backup/                        BackupAndRestore: the cross-entropy epoch a restart resumes from
     checkpoints/best.weights.h5    the best cross-entropy epoch by dev loss
     logs/                          TensorBoard scalars (train/, validation/)
@@ -18,14 +19,16 @@ import json
 import logging
 import os
 import shutil
-from typing import Any
+from typing import Any, Mapping
 
 from apache_beam.io.filesystems import FileSystems
 
 from captioner import storage
+from captioner.errors import OutputError
 
 log = logging.getLogger("trainer")
 
+JOB_FILE = "job.json"
 BACKUP = "backup"
 BACKUP_METADATA = os.path.join(BACKUP, "training_metadata.json")
 BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
@@ -35,7 +38,12 @@ SELF_CRITICAL = "self_critical"
 SELF_CRITICAL_HISTORY = os.path.join(SELF_CRITICAL, "history.json")
 SELF_CRITICAL_LAST = os.path.join(SELF_CRITICAL, "last.weights.h5")
 SELF_CRITICAL_BEST = os.path.join(SELF_CRITICAL, "best.weights.h5")
-_PROGRESS = (BACKUP_METADATA, SELF_CRITICAL_HISTORY)  # a remote job dir holding either has work to resume
+_PROGRESS = (BACKUP_METADATA, SELF_CRITICAL_HISTORY, JOB_FILE)  # a remote job dir holding one has a job
+_MIRRORED_EXACTLY = (BACKUP, "export")  # folders whose files deleted locally are deleted in a gs:// job dir too
+# what the trainer writes in a job dir, so --overwrite can start one again without touching anything else
+OWN_FILES = (JOB_FILE, f"{BACKUP}/**", "checkpoints/**", f"{LOGS}/**", HISTORY, f"{SELF_CRITICAL}/**",
+             "export/**", "eval.json", "eval_captions.jsonl", "summary.json")
+RESUMABLE = ("epochs", "self_critical_epochs", "early_stopping_patience")  # may change between runs of a job
 
 
 class JobFolder:
@@ -98,13 +106,42 @@ class JobFolder:
         return int((self.read_json(BACKUP_METADATA) or {}).get("epoch", 0))
 
     def sync(self) -> None:
-        """Mirrors the local copy to a gs:// job dir; backup files deleted locally are deleted there too."""
+        """Mirrors the local copy to a gs:// job dir; backup and export files deleted locally go there too."""
         if not self.remote:
             return
         storage.copy_folder_from_local(self.local, self.remote)
-        local_backup, remote_backup = self.path(BACKUP), storage.join(self.remote, BACKUP)
-        stale = [path for path in storage.match(storage.join(remote_backup, "**"))
-                 if not os.path.exists(os.path.join(local_backup, path[len(remote_backup) + 1:]))]
-        if stale:
-            FileSystems.delete(stale)
+        for folder in _MIRRORED_EXACTLY:
+            local, remote = self.path(folder), storage.join(self.remote, folder)
+            stale = [path for path in storage.match(storage.join(remote, "**"))
+                     if not os.path.exists(os.path.join(local, path[len(remote) + 1:]))]
+            if stale:
+                FileSystems.delete(stale)
+
+    def claim(self, features: str, train: Mapping, overwrite: bool) -> None:
+        """Records which features and train config this job dir is for; refuses a job dir started with others.
+
+        A re-run with the same --job_dir resumes the job, which only makes sense for the same job: resuming
+        with other features or another decoder would mix two trainings (or fail deep in Keras). Epoch counts
+        (RESUMABLE) may change, so a finished job can be extended. `overwrite` starts the job dir afresh.
+        """
+        earlier = self.read_json(JOB_FILE)
+        if earlier and not overwrite:
+            changed = sorted(key for key in set(train) | set(earlier["train"])
+                             if key not in RESUMABLE and train.get(key) != earlier["train"].get(key))
+            if earlier["features"] != features or changed:
+                what = (f"features {earlier['features']}" if earlier["features"] != features else
+                        ", ".join(f"train.{k}={earlier['train'].get(k)!r} (now {train.get(k)!r})" for k in changed[:3]))
+                raise OutputError(f"--job_dir {self.job_dir} holds a job trained with {what}; resume it with the same "
+                                  "features and config, choose a new --job_dir, or pass --overwrite to start it again")
+        if overwrite:
+            self.clear()
+        self.write_json(JOB_FILE, {"features": features, "train": dict(train)})
+
+    def clear(self) -> None:
+        """Removes every file the trainer writes (OWN_FILES), locally and in a gs:// job dir."""
+        for root in ([self.local] + ([self.remote] if self.remote else [])):
+            found = sorted({path for pattern in OWN_FILES for path in storage.match(storage.join(root, pattern))})
+            if found:
+                log.info("--overwrite: removing %d files of the earlier job in %s", len(found), root)
+                FileSystems.delete(found)
 

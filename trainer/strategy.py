@@ -11,6 +11,8 @@ from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
+from captioner.errors import UsageError
+
 log = logging.getLogger("trainer")
 
 
@@ -31,7 +33,7 @@ def ensure_logical_cpus(devices: Optional[Sequence[str]]) -> None:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(max(wanted) + 1)])
     except RuntimeError as error:
-        raise RuntimeError(f"--devices {','.join(devices)} needs {max(wanted) + 1} logical CPUs, but TensorFlow "
+        raise UsageError(f"--devices {','.join(devices)} needs {max(wanted) + 1} logical CPUs, but TensorFlow "
                            "was already initialised with fewer; pass --devices at process start") from error
 
 
@@ -41,6 +43,10 @@ def make_strategy(kind: str, devices: Optional[Sequence[str]] = None) -> tf.dist
     if kind == "mirrored":
         ensure_logical_cpus(devices)
         gpus = tf.config.list_physical_devices("GPU")
+        wanted_gpus = [d for d in devices or () if "gpu:" in d.lower()]
+        if wanted_gpus and len(gpus) <= max(int(d.rsplit(":", 1)[1]) for d in wanted_gpus):
+            raise UsageError(f"--devices {','.join(devices)} names a GPU, but TensorFlow sees {len(gpus)}; "
+                             "leave --devices out to use every visible GPU (or the CPU when there is none)")
         cpu_only = all("gpu" not in d.lower() for d in devices) if devices else not gpus
         # On CPUs, reduce through one device: the default collective all-reduce keys its ops per process,
         # so a second MirroredStrategy in the same process (tests, notebooks) collides with the first.

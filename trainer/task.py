@@ -7,31 +7,34 @@ again with the same --job_dir after an interruption and it resumes.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import re
 import sys
 from typing import List, Optional
 
+from captioner import cli, storage
 from captioner import config as config_lib
+from captioner.errors import UsageError
 
 EXAMPLE = """example:
   python -m trainer.task --config configs/flickr8k.yaml \\
       --features gs://my-bucket/features/mobilenet_v1 --job_dir gs://my-bucket/jobs/run1
 
-writes to --job_dir: backup/ (resume state), checkpoints/best.weights.h5 (best by dev loss), logs/ (TensorBoard),
-history.json (one entry per epoch and per run), export/ (decoder.keras, vocabulary.txt, bundle.json, encoder/),
-eval.json + eval_captions.jsonl (BLEU-1..4 with greedy decoding), summary.json."""
+writes to --job_dir: job.json (the features and train config it was started with), backup/ (resume state),
+checkpoints/best.weights.h5 (best by dev loss), logs/ (TensorBoard), history.json (one entry per epoch and per
+run), self_critical/ (fine-tuning history and weights), export/ (decoder.keras, vocabulary.txt, bundle.json,
+encoder/), eval.json + eval_captions.jsonl (BLEU-1..4 with greedy decoding), summary.json."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(
         prog="python -m trainer.task",
         description="Trains a caption decoder (merge | init_lstm | attention, from train.decoder) on extracted\n"
                     "features with tf.distribute, optionally fine-tunes it on its own sampled captions\n"
                     "(train.self_critical_epochs), resumes after interruptions, exports a captioner bundle\n"
                     "and scores it with corpus BLEU.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLE, formatter_class=cli.HelpFormatter)
     config_lib.add_config_flags(parser)
     parser.add_argument("--features", required=True, metavar="FOLDER",
                         help="features folder written by `python -m pipelines.extract_features` (manifest.json, "
@@ -39,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--job_dir", required=True, metavar="FOLDER",
                         help="where the job writes backups, checkpoints, logs, history and the export; local or "
                              "gs:// (written locally, mirrored there after every epoch); rerun with the same "
-                             "--job_dir to resume an interrupted job")
+                             "--job_dir to resume an interrupted job (with the same features and train config)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the job in --job_dir again from nothing, even if it holds a job trained on "
+                             "other features or another train config (otherwise that is refused)")
     parser.add_argument("--eval_split", default="dev", choices=["dev", "test", "none"],
                         help="split scored with corpus BLEU-1..4 (greedy) after training, into job_dir/eval.json; "
                              "none skips it (default: %(default)s)")
@@ -66,18 +72,30 @@ def _configure_logging() -> None:
     logger.propagate = False
 
 
+def parse_devices(value: Optional[str]) -> Optional[List[str]]:
+    if not value:
+        return None
+    devices = [d.strip() for d in value.split(",") if d.strip()]
+    wrong = [d for d in devices if not re.fullmatch(r"/(cpu|gpu):\d+", d.lower())]
+    if wrong or not devices:
+        raise UsageError(f"--devices {value!r}: {', '.join(wrong) or 'no device'} is not of the form /gpu:N or "
+                         "/cpu:N; give a comma list such as /gpu:0,/gpu:1")
+    return devices
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging()
     config = config_lib.load(args.config, args.overrides)
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    devices = parse_devices(args.devices)
+    storage.check_reachable([args.features, args.job_dir, args.config])
     from trainer import job  # imported late: TensorFlow is not needed for --help
 
     result = job.run(config, args.features, args.job_dir, devices=devices, eval_split=args.eval_split,
-                     work_dir=args.work_dir, verbose=args.verbose)
+                     work_dir=args.work_dir, verbose=args.verbose, overwrite=args.overwrite)
     print("summary: " + json.dumps(result.summary, sort_keys=True), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

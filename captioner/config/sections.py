@@ -75,6 +75,15 @@ class CaptionConfig:
                                     minimum=0)
     max_length: int = setting(32, "longest caption decoded, in words", minimum=1)
     batch_size: int = setting(64, "images per decoding batch", minimum=1)
+    gallery_size: int = setting(60, "rows in report.html: a third the best by sentence BLEU, a third the worst, the "
+                                    "rest a fixed random sample of the others", minimum=0)
+    parquet: bool = setting(True, "also write the captions as Parquet (a fixed schema BigQuery loads as it is)")
+    csv: bool = setting(True, "also write the captions as CSV")
+    num_shards: int = setting(0, "files per output (captions, dead letters); 0 = as many as the runner likes",
+                              minimum=0)
+    share_model: bool = setting(False, "one copy of the model per machine, shared by its worker processes "
+                                       "(Beam's share_model_across_processes): for a GPU worker with many cores")
+    model_copies: int = setting(1, "with share_model: how many shared copies a machine loads", minimum=1)
 
     def __post_init__(self):
         check_section(self, "caption")

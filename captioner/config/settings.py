@@ -12,10 +12,12 @@ import difflib
 import typing
 from typing import Any, Iterable, Optional, Sequence
 
+from captioner.errors import UsageError
+
 _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A config file, a `--set` override or a value that the typed config refuses; the message says which."""
 
 

@@ -13,7 +13,7 @@ inside `encode`. Outputs stay in the dtype the model produces; `feature_info()`
 says how to read them and `identity` (name, source, weights and their sha256)
 goes into the manifest.
 """
-from captioner.encoders.base import Encoder
+from captioner.encoders.base import Encoder, EncoderError
 from captioner.encoders.registry import THUMBNAIL, describe_encoders, encoder_from_identity, load_encoder
 
-__all__ = ["Encoder", "THUMBNAIL", "describe_encoders", "encoder_from_identity", "load_encoder"]
+__all__ = ["Encoder", "EncoderError", "THUMBNAIL", "describe_encoders", "encoder_from_identity", "load_encoder"]

@@ -6,6 +6,12 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
+from captioner.errors import InputError
+
+
+class EncoderError(InputError, ValueError):
+    """An encoder name, file or weights that cannot be loaded, or that differ from what the features were made with."""
+
 
 class Encoder:
     """Base of every encoder family: images [N, h, w, 3] uint8 -> {"pooled", "spatial"} arrays."""

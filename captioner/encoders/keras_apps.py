@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioner import storage
-from captioner.encoders.base import Encoder, feature, make_identity
+from captioner.encoders.base import Encoder, EncoderError, feature, make_identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +56,6 @@ APPS = {
 }
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _weights_sha256(model: keras.Model) -> str:
     """sha256 over every weight array's bytes, in `get_weights()` order (deterministic)."""
     digest = hashlib.sha256()
@@ -81,7 +73,7 @@ def _build_base(name: str, app: KerasApp, weights: str) -> Tuple[keras.Model, Op
         return app.constructor(weights=None if weights == "none" else "imagenet",
                                include_top=app.include_top, input_shape=shape), None
     if not storage.exists(weights):
-        raise ValueError(f"weights {weights!r} for encoder {name!r} are neither 'imagenet', 'none' "
+        raise EncoderError(f"weights {weights!r} for encoder {name!r} are neither 'imagenet', 'none' "
                          "nor an existing weights file (local path or gs://)")
     tmp_dir, local = None, weights
     try:
@@ -90,12 +82,12 @@ def _build_base(name: str, app: KerasApp, weights: str) -> Tuple[keras.Model, Op
             local = os.path.join(tmp_dir, os.path.basename(weights))  # keep the suffix Keras reads
             with open(local, "wb") as handle:
                 handle.write(storage.read_bytes(weights))
-        sha = _file_sha256(local)
+        sha = storage.file_sha256(local)
         try:
             return app.constructor(weights=local, include_top=app.include_top, input_shape=shape), sha
         except (ValueError, OSError) as error:
             top = "with the classifier head" if app.include_top else "without the classifier head (notop)"
-            raise ValueError(f"could not load weights {weights!r} into {name!r}: it needs a Keras weights "
+            raise EncoderError(f"could not load weights {weights!r} into {name!r}: it needs a Keras weights "
                              f"file (.h5 or .weights.h5) of that model {top}; Keras said: {error}") from error
     finally:
         if tmp_dir:

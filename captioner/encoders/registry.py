@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 from captioner.encoders import thumbnail
-from captioner.encoders.base import Encoder
+from captioner.encoders.base import Encoder, EncoderError
 from captioner.encoders.keras_apps import APPS, KerasEncoder
 from captioner.encoders.tflite import TFLiteEncoder
 from captioner.threads import limit_tensorflow_threads
@@ -31,19 +31,19 @@ def load_encoder(name_or_path: str, weights: str = "none", spatial: bool = False
     name = str(name_or_path)
     if name.lower().endswith(".tflite"):
         if weights not in ("none", "file"):
-            raise ValueError(f"weights={weights!r} given for TFLite model {name}: a .tflite file carries "
+            raise EncoderError(f"weights={weights!r} given for TFLite model {name}: a .tflite file carries "
                              "its own weights; leave weights at 'none' (or 'file')")
         encoder = TFLiteEncoder(name, spatial=spatial, num_threads=num_threads)
     elif name == THUMBNAIL:
         if weights != "none":
-            raise ValueError(f"the {THUMBNAIL} encoder has no weights; got weights={weights!r}, use 'none'")
+            raise EncoderError(f"the {THUMBNAIL} encoder has no weights; got weights={weights!r}, use 'none'")
         encoder = thumbnail.ThumbnailEncoder(spatial=spatial)
     elif name in APPS:
         if num_threads:
             limit_tensorflow_threads(num_threads)
         encoder = KerasEncoder(name, weights=weights, spatial=spatial)
     else:
-        raise ValueError(f"unknown encoder {name!r}; accepted are a registry name or a path ending in "
+        raise EncoderError(f"unknown encoder {name!r}; accepted are a registry name or a path ending in "
                          f".tflite:\n{describe_encoders()}")
     encoder._num_threads = num_threads
     encoder._reload = encoder_from_identity
@@ -54,13 +54,13 @@ def encoder_from_identity(identity: dict, num_threads: Optional[int] = None) -> 
     """Loads the encoder a manifest or model bundle names, and checks its weights are the same ones."""
     missing = [k for k in ("source", "weights", "weights_sha256", "spatial") if k not in identity]
     if missing:
-        raise ValueError(f"encoder identity {identity!r} lacks {missing}: it should come from Encoder.identity")
+        raise EncoderError(f"encoder identity {identity!r} lacks {missing}: it should come from Encoder.identity")
     weights = "none" if identity["weights"] == "file" else identity["weights"]
     encoder = load_encoder(identity["source"], weights=weights, spatial=bool(identity["spatial"]),
                            num_threads=num_threads)
     have, want = encoder.identity["weights_sha256"], identity["weights_sha256"]
     if have != want:
-        raise ValueError(
+        raise EncoderError(
             f"encoder {identity['source']!r} (weights {identity['weights']!r}) now has weights sha256 {have}, "
             f"but the features/model were made with sha256 {want}: point at the same weights that were "
             "used for extraction, or re-extract the features")

@@ -26,8 +26,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from captioner import storage
-from captioner.encoders.base import Encoder, feature, make_identity
+from captioner import quiet, storage
+from captioner.encoders.base import Encoder, EncoderError, feature, make_identity
 
 _INPUT_DTYPES = {np.uint8: "uint8 (raw RGB 0..255)", np.int8: "int8 (RGB - 128)",
                  np.float32: "float32 (RGB scaled to [-1, 1])"}
@@ -41,7 +41,7 @@ def _quantization(detail: dict) -> tuple:
 class TFLiteEncoder(Encoder):
     def __init__(self, path: str, spatial: bool = False, num_threads: Optional[int] = None):
         if not storage.exists(path):
-            raise ValueError(f"TFLite model {path!r} does not exist: give a .tflite file path, local or gs://")
+            raise EncoderError(f"TFLite model {path!r} does not exist: give a .tflite file path, local or gs://")
         self._path = path
         self._content = storage.read_bytes(path)
         self._threads = num_threads or os.cpu_count() or 1
@@ -53,11 +53,11 @@ class TFLiteEncoder(Encoder):
         inputs = self._interpreter.get_input_details()
         shape = [int(d) for d in inputs[0]["shape"]] if inputs else []
         if len(inputs) != 1 or len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
-            raise ValueError(f"TFLite model {path} has input(s) {[list(d['shape']) for d in inputs]}; "
+            raise EncoderError(f"TFLite model {path} has input(s) {[list(d['shape']) for d in inputs]}; "
                              "an image encoder needs exactly one input of shape [1, h, w, 3]")
         self._input = inputs[0]
         if self._input["dtype"] not in _INPUT_DTYPES:
-            raise ValueError(f"TFLite model {path} takes {np.dtype(self._input['dtype']).name} input; "
+            raise EncoderError(f"TFLite model {path} takes {np.dtype(self._input['dtype']).name} input; "
                              f"accepted input dtypes are {', '.join(_INPUT_DTYPES.values())}")
         self.input_size = (shape[1], shape[2])
 
@@ -79,11 +79,12 @@ class TFLiteEncoder(Encoder):
             warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
             warnings.filterwarnings("ignore", message=r"(?s).*experimental_preserve_all_tensors")
             try:
-                interpreter = tf.lite.Interpreter(model_content=self._content, num_threads=self._threads,
-                                                  experimental_preserve_all_tensors=self.spatial)
+                with quiet.filtered_stderr():  # "Created TensorFlow Lite XNNPACK delegate" per interpreter
+                    interpreter = tf.lite.Interpreter(model_content=self._content, num_threads=self._threads,
+                                                      experimental_preserve_all_tensors=self.spatial)
+                    interpreter.allocate_tensors()
             except ValueError as error:
-                raise ValueError(f"{self._path} is not a readable TFLite model: {error}") from error
-        interpreter.allocate_tensors()
+                raise EncoderError(f"{self._path} is not a readable TFLite model: {error}") from error
         return interpreter
 
     def _find_spatial_map(self) -> dict:
@@ -94,7 +95,7 @@ class TFLiteEncoder(Encoder):
                 shape = list(details[index]["shape"]) if index in details else []
                 if len(shape) == 4 and shape[0] == 1 and shape[1] > 1 and shape[2] > 1:
                     return details[index]
-        raise ValueError(f"TFLite model {self._path} has no [1, H, W, C] activation with H, W > 1 to use "
+        raise EncoderError(f"TFLite model {self._path} has no [1, H, W, C] activation with H, W > 1 to use "
                          "as the spatial map; load it with spatial=False")
 
     def _to_input(self, images: np.ndarray) -> np.ndarray:

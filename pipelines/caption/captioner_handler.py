@@ -1,7 +1,10 @@
-"""RunInference for the trainer's export bundle: encoder + decoder loaded once per worker process.
+"""RunInference for the trainer's export bundle: encoder + decoder loaded once per worker process, or shared.
 
 Captions whole batches with the bundle's batched beam search (one tf.function
-call per batch), from decoded images or from already-extracted features.
+call per batch), from decoded images or from already-extracted features. With
+`share_model`, Beam loads `model_copies` copies per machine in a process of
+their own and every worker process calls them (Beam's share_model_across_processes):
+one copy of the model on a GPU, every core busy decoding and feeding it.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ class CaptionerModelHandler(ModelHandler[Any, PredictionResult, Captioner]):
     """Batches of uint8 images (IMAGES) or of stored feature dicts (FEATURES) -> (caption, log-probability)."""
 
     def __init__(self, export_dir: str, source: str, batch_size: int, decode_args: Dict,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, share_model: bool = False, model_copies: int = 1):
         super().__init__(min_batch_size=1, max_batch_size=batch_size)
         if source not in (IMAGES, FEATURES):
             raise ValueError(f"source must be {IMAGES!r} or {FEATURES!r}, not {source!r}")
@@ -31,10 +34,11 @@ class CaptionerModelHandler(ModelHandler[Any, PredictionResult, Captioner]):
         self.source = source
         self.decode_args = dict(decode_args)
         self.threads = threads
-        self._captioned = 0
+        self.shared, self.copies = bool(share_model), int(model_copies)
 
     def load_model(self) -> Captioner:
-        _LOG.info("loading the captioner bundle %s", self.export_dir)
+        _LOG.info("loading the captioner bundle %s%s", self.export_dir, " (shared by this machine's workers)"
+                  if self.shared else "")
         return Captioner.load(self.export_dir, num_threads=self.threads)
 
     def run_inference(self, batch: Sequence, model: Captioner, inference_args=None) -> Iterable[PredictionResult]:
@@ -43,10 +47,13 @@ class CaptionerModelHandler(ModelHandler[Any, PredictionResult, Captioner]):
         else:
             stacked = {name: np.stack([example[name] for example in batch]) for name in batch[0]}
             results = model.caption_features(stacked, **self.decode_args)
-        before, self._captioned = self._captioned, self._captioned + len(batch)
-        if before // 200 != self._captioned // 200:
-            _LOG.info("captioned %d images in this worker", self._captioned)
         return [PredictionResult(None, result) for result in results]
+
+    def share_model_across_processes(self) -> bool:
+        return self.shared
+
+    def model_copies(self) -> int:
+        return self.copies
 
     def get_metrics_namespace(self) -> str:
         return "captioner_decoder"

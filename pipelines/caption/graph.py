@@ -1,9 +1,13 @@
-"""The caption-and-score pipeline graph: images (or extracted features) -> captions, BLEU, gallery.
+"""The caption-and-score pipeline graph: images (or extracted features) -> captions, scores, a gallery.
 
-    images:   match -> group by id -> decode (dead letters) -> RunInference(bundle: encoder + beam search)
-    features: read the split's shards (references come with them) -> RunInference(bundle: beam search)
-    -> rows (+ smoothed sentence BLEU) -> corpus BLEU (a CombineFn over summed n-gram statistics)
-    -> captions.jsonl, captions.csv, dead_letter.jsonl, bleu.json, report.html
+    images:   glob | listing | dead letters -> join references and the include list by name (CoGroupByKey)
+              -> [drop images an earlier output has] -> decode (dead letters) -> RunInference(encoder + search)
+    features: the split's shards, as the manifest lists them (references come with the records)
+              -> [drop images an earlier output has] -> RunInference(search)
+    -> rows (+ smoothed sentence BLEU) -> sharded JSONL / Parquet / CSV, corpus BLEU (a CombineFn),
+       a gallery of a bounded sample, bleu.json last (outputs.py)
+
+No per-image data is a side input: memory per worker stays flat in the number of images.
 """
 from __future__ import annotations
 
@@ -14,13 +18,16 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from captioner import bleu, images, manifest, schema, storage, text
+from captioner import bleu, manifest, schema, sources, text
 from captioner.config import Config
-from pipelines import inputs
+from pipelines import progress
 from pipelines.caption import outputs
-from pipelines.caption.bleu_combine import CorpusBleuFn
 from pipelines.caption.captioner_handler import FEATURES, IMAGES, CaptionerModelHandler
 from pipelines.caption.gallery import thumbnail_data_uri
+from pipelines.inputs import joins
+from pipelines.inputs import sources as read
+from pipelines.inputs.dead_letters import DEAD_LETTER, NAMESPACE, dead_letter
+from pipelines.inputs.decode import DecodeImages
 
 
 @dataclasses.dataclass
@@ -28,106 +35,132 @@ class CaptionSettings:
     model: str                      # the trainer's export folder
     output: str
     bundle: Dict                    # bundle.json of the export
-    config: Config = dataclasses.field(default_factory=Config)  # decoding (caption) and extract.max_pixels
-    images: Optional[str] = None
-    features: Optional[str] = None
+    config: Config = dataclasses.field(default_factory=Config)  # decoding and outputs (caption), max_pixels
+    images: Optional[str] = None    # a glob
+    image_list: Optional[str] = None
+    retry_dead_letters: Optional[str] = None
+    features: Optional[str] = None  # a features folder (the fast path) ...
+    features_manifest: Optional[Dict] = None  # ... and its manifest, read and checked by the entry point
     split: str = "test"
     references: Optional[str] = None
-    include: Optional[List[str]] = None   # image ids to caption (None: every matched image)
+    include: Optional[str] = None   # a file of the names (or ids) to caption; None: every image
+    key_scheme: str = sources.BY_NAME  # what the references and include files key images by
+    skip_existing: List[str] = dataclasses.field(default_factory=list)  # earlier output folders
     threads: Optional[int] = None   # per worker, for the encoder and the decoder (None: all cores)
 
     @property
     def source(self) -> str:
-        return IMAGES if self.images else FEATURES
+        return FEATURES if self.features else IMAGES
 
 
 def _image_inputs(pipeline, settings: CaptionSettings):
-    """((id, path, thumbnail), pixels), dead letters, the matched count, and references from --references."""
-    paths = pipeline | "MatchImages" >> inputs.MatchImages(settings.images)
-    if settings.include is not None:
-        wanted = frozenset(settings.include)
-        paths = paths | "Include" >> beam.Filter(lambda path: images.image_id(path) in wanted)
-    matched = paths | "OnePerId" >> inputs.KeepFirstPerId()
-    decoded = matched.images | "DecodeImages" >> inputs.DecodeImages(
-        settings.bundle["encoder"]["input_size"], settings.config.extract.max_pixels)
-    keyed = decoded.images | "WithThumbnail" >> beam.Map(
-        lambda e: ((e[0], e[1], thumbnail_data_uri(e[2])), e[2]))
-    references = (pipeline
-                  | "References" >> inputs.ReadCaptionPairs(settings.references)
-                  | "CleanReferences" >> beam.MapTuple(lambda image_id, raw: (image_id, text.clean_caption(raw)))
-                  | "GroupReferences" >> beam.GroupByKey())
-    dead = (matched.dead_letter, decoded.dead_letter) | "InputDeadLetters" >> beam.Flatten()
-    return keyed, dead, paths, references
+    """Images with their references: (id, path, references), what the join refused, and the matched images."""
+    refused, listed_refs = [], None
+    if settings.image_list:
+        listed = pipeline | "ImageList" >> read.ImagesFromListing(settings.image_list)
+        images, listed_refs = listed["images"], listed["captions"]
+        refused.append(listed[read.BAD_LINES])
+    elif settings.retry_dead_letters:
+        images = pipeline | "DeadLetters" >> read.ImagesFromDeadLetters(settings.retry_dead_letters)
+    else:
+        images = pipeline | "MatchImages" >> read.ImagesFromPattern(settings.images)
+    data, scheme = {}, settings.key_scheme
+    if settings.references:
+        pairs = pipeline | "References" >> read.ReadCaptionPairs(settings.references)
+        data["references"] = pairs["pairs"]
+        refused.append(pairs[read.BAD_LINES])
+    elif listed_refs is not None:
+        data["references"], scheme = listed_refs, sources.BY_ID
+    if settings.include:
+        data["include"] = pipeline | "Include" >> read.ReadNames(settings.include, True)
+    if not data:
+        return (images | "NoData" >> beam.Map(lambda image: (image[0], image[1], ())) | "Spread" >> beam.Reshuffle(),
+                {}, images, refused)
+    joined = images | "JoinByName" >> joins.JoinByName(
+        scheme, ambiguous_tags=("references",) if "references" in data else (),
+        required="include" if settings.include else None, **data)
+    with_refs = joined.images | "CleanReferences" >> beam.Map(lambda e: (e[0], e[1], tuple(
+        sorted(c for c in (text.clean_caption(r) for r in e[2].get("references", [])) if c))))
+    return with_refs, {"dead": joined[DEAD_LETTER], "excluded": joined[joins.EXCLUDED],
+                       "orphans": joined[joins.ORPHANS]}, images, refused
 
 
-def _feature_inputs(pipeline, settings: CaptionSettings):
-    """The split's stored records: ((id, path, None), features), no dead letters, references from the records."""
-    features_manifest = manifest.read(settings.features)
-    manifest.check_compatible(features_manifest, settings.bundle["encoder"], settings.bundle["features"],
-                              source=settings.features)
-    info = features_manifest["features"]
-    records = (pipeline
-               | "ReadRecords" >> beam.io.ReadFromTFRecord(
-                   storage.join(settings.features, features_manifest["shards"][settings.split]))
-               | "Parse" >> beam.Map(schema.parse_example_py))
-    keyed = records | "KeyRecords" >> beam.Map(lambda r: ((r["image_id"], r["image_path"], None), {
-        name: schema.array_from_bytes(r[name], info[name]) for name in info if r.get(name) is not None}))
-    references = records | "StoredReferences" >> beam.Map(lambda r: (r["image_id"], r["captions"]))
-    dead = pipeline | "NoInputDeadLetters" >> beam.Create([])
-    return keyed, dead, records, references
+def _feature_records(pipeline, settings: CaptionSettings):
+    """The split's stored records as (id, path, references, stored features), in the dtype stored."""
+    info = settings.features_manifest["features"]
+    files = manifest.shard_files(settings.features_manifest, settings.features, settings.split)
+    return (pipeline
+            | "Shards" >> beam.Create(files)
+            | "ReadRecords" >> beam.io.ReadAllFromTFRecord()
+            | "Parse" >> beam.Map(schema.parse_example_py)
+            | "Record" >> beam.Map(lambda r: (r["image_id"], r["image_path"], tuple(c for c in r["captions"] if c), {
+                name: schema.array_from_bytes(r[name], info[name]) for name in info if r[name] is not None})))
 
 
 class MakeRow(beam.DoFn):
-    """((id, path, thumbnail), (caption, log-prob)) + references -> a report row with smoothed sentence BLEU."""
+    """((id, path, references, thumbnail), (caption, log-prob)) -> a caption row with smoothed sentence BLEU."""
 
     def __init__(self):
-        self.captioned = Metrics.counter(inputs.NAMESPACE, "images_captioned")
-        self.unreferenced = Metrics.counter(inputs.NAMESPACE, "images_without_references")
+        self.captioned = Metrics.counter(NAMESPACE, "images_captioned")
+        self.unreferenced = Metrics.counter(NAMESPACE, "images_without_references")
 
-    def process(self, element, references_by_id):
-        (image_id, path, thumbnail), result = element
+    def process(self, element):
+        (image_id, path, references, thumbnail), result = element
         caption, log_prob = result.inference
-        references = [r for r in references_by_id.get(image_id, []) if r]
         self.captioned.inc()
         if not references:
             self.unreferenced.inc()
         sentence = bleu.sentence_bleu([r.split() for r in references], caption.split()) if references else None
         yield {"image_id": image_id, "path": path, "caption": caption, "log_prob": float(log_prob),
-               "references": references, "sentence_bleu": sentence, "thumbnail": thumbnail}
+               "references": list(references), "sentence_bleu": sentence, "thumbnail": thumbnail}
 
 
-def _dead_letters_from_failed_batches(failed):
-    batch, error = failed
-    for (image_id, path, _), _ in batch:
-        yield inputs.dead_letter(path, f"captioning failed on its batch: {error}", "caption")
+def _previous_ids(pipeline, settings: CaptionSettings):
+    files = [path for folder in settings.skip_existing for path in outputs.caption_files(folder)]
+    return (pipeline
+            | "PreviousOutputs" >> beam.Create(files)
+            | "ReadPrevious" >> beam.io.ReadAllFromText()
+            | "PreviousIds" >> beam.Map(lambda line: outputs.row_id(line)))
 
 
 def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[str, beam.PCollection]:
     """Adds the caption-and-score graph to `pipeline`; returns its main PCollections (for tests)."""
-    inputs = _image_inputs if settings.source == IMAGES else _feature_inputs
-    keyed, input_dead, matched, references = inputs(pipeline, settings)
+    decoding, dead, refused = settings.config.caption, [], []
+    if settings.source == IMAGES:
+        todo, refusals, matched, refused = _image_inputs(pipeline, settings)
+        dead += [refusals["dead"]] if refusals else []
+    else:
+        todo = matched = _feature_records(pipeline, settings)
+        refusals = {}
+    skipped = pipeline | "NothingSkipped" >> beam.Create([])
+    if settings.skip_existing:
+        kept = todo | "SkipExisting" >> joins.DropExisting(_previous_ids(pipeline, settings))
+        todo, skipped = kept.images, kept[joins.SKIPPED]
+    if settings.source == IMAGES:
+        decoded = todo | "DecodeImages" >> DecodeImages(settings.bundle["encoder"]["input_size"],
+                                                        settings.config.extract.max_pixels)
+        dead.append(decoded[DEAD_LETTER])
+        keyed = decoded.images | "WithThumbnail" >> beam.Map(
+            lambda e: ((e[0], e[1], e[2], thumbnail_data_uri(e[3])), e[3]))
+    else:
+        keyed = todo | "KeyRecords" >> beam.Map(lambda e: ((e[0], e[1], e[2], None), e[3]))
 
-    decoding = settings.config.caption
     decode_args = {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
                    "max_length": decoding.max_length}
     handler = KeyedModelHandler(CaptionerModelHandler(settings.model, settings.source, decoding.batch_size,
-                                                      decode_args, settings.threads))
+                                                      decode_args, settings.threads, decoding.share_model,
+                                                      decoding.model_copies))
     captioned, failed = keyed | "Caption" >> RunInference(handler).with_exception_handling()
-    rows = captioned | "Rows" >> beam.ParDo(MakeRow(), beam.pvalue.AsDict(references))
-
-    scores = (rows
-              | "Scored" >> beam.Filter(lambda row: row["references"])
-              | "BleuInputs" >> beam.Map(lambda row: ([r.split() for r in row["references"]], row["caption"].split()))
-              | "CorpusBleu" >> beam.CombineGlobally(CorpusBleuFn()))
-    dead = ((input_dead, failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_dead_letters_from_failed_batches))
-            | "AllDeadLetters" >> beam.Flatten())
-
-    report = (pipeline
-              | "ReportTrigger" >> beam.Create([None])
-              | "WriteReport" >> beam.Map(
-                  outputs.write_all, settings=settings,
-                  rows=beam.pvalue.AsList(rows), dead_letters=beam.pvalue.AsList(dead),
-                  corpus=beam.pvalue.AsSingleton(scores),
-                  matched=beam.pvalue.AsSingleton(matched | "CountMatched" >> beam.combiners.Count.Globally())))
-    return {"rows": rows, "dead_letters": dead, "report": report}
-
+    dead.append(failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
+        lambda failure: [dead_letter(key[0], key[1], f"captioning failed on its batch: {failure[1]}", "caption")
+                         for key, _ in failure[0]]))
+    rows = (captioned
+            | "Progress" >> progress.LogProgress("caption", "images captioned")
+            | "Rows" >> beam.ParDo(MakeRow()))
+    dead_letters = dead | "AllDeadLetters" >> beam.Flatten()
+    counted = {"matched": matched, "skipped_existing": skipped, **{name: refusals[name] for name in
+                                                                   ("excluded", "orphans") if name in refusals},
+               "lines_refused": (refused or [pipeline | "NoRefusedLines" >> beam.Create([])])
+               | "Refused" >> beam.Flatten()}
+    written = (rows, dead_letters) | "Outputs" >> outputs.WriteOutputs(settings, counted)
+    return {"rows": rows, "dead_letters": dead_letters, "summary": written}

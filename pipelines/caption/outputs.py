@@ -1,42 +1,73 @@
-"""The caption job's outputs: captions (JSONL and CSV), dead letters, bleu.json and the HTML gallery.
+"""The caption job's outputs, all written by Beam sinks in parallel, and bleu.json last.
 
-Written once at the end from the collected rows, sorted by image id, so two runs
-give identical files. The rows of a large set stay a list in one worker; the
-gallery shows at most GALLERY_MAX of them.
+    captions-SSSSS-of-NNNNN.jsonl    one row per image (id, path, caption, log-prob, references, sentence BLEU)
+    captions-SSSSS-of-NNNNN.parquet  the same rows, PARQUET_SCHEMA (caption.parquet)
+    captions-SSSSS-of-NNNNN.csv      id, path, caption, log-prob, sentence BLEU (caption.csv)
+    dead_letter-SSSSS-of-NNNNN.jsonl every image that got no caption, with the stage and the reason
+    report.html                      the gallery of a bounded sample (sample.py)
+    bleu.json                        scores (a combine of statistics), counts, and the list of every file above
+
+Nothing here collects the rows in one worker: the sinks write shards from every
+worker, scores are combines, the gallery a bounded sample. bleu.json is the
+commit marker: written after everything else, it names the run's files.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
-from captioner import storage
-from captioner.layout import BLEU_JSON, CAPTIONS_CSV, CAPTIONS_JSONL, DEAD_LETTER_FILE, REPORT_HTML
-from pipelines import inputs
+import apache_beam as beam
+import pyarrow as pa
+
+from captioner import manifest, storage
+from captioner.errors import InputError
+from captioner.layout import BLEU_JSON, CAPTIONS_PREFIX, DEAD_LETTER_PREFIX, REPORT_HTML
+from pipelines.caption.bleu_combine import CorpusBleuFn
 from pipelines.caption.gallery import render_gallery
+from pipelines.caption.sample import GallerySample
+from pipelines.inputs.dead_letters import to_json
 
-GALLERY_MAX = 2000
+EXAMPLES_KEPT = 20
+PARQUET_SCHEMA = pa.schema([
+    ("image_id", pa.string()), ("path", pa.string()), ("caption", pa.string()), ("log_prob", pa.float64()),
+    ("sentence_bleu", pa.float64()), ("references", pa.list_(pa.string()))])
+CSV_HEADER = ["image_id", "path", "caption", "log_prob", "sentence_bleu"]
 
 
-def _jsonl(rows: Sequence[Dict]) -> str:
-    return "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+def _plain(row: Dict) -> Dict:
+    return {name: row[name] for name in PARQUET_SCHEMA.names}
 
 
-def _csv(rows: Sequence[Dict]) -> str:
+def _jsonl(row: Dict) -> str:
+    return json.dumps(_plain(row), ensure_ascii=False, sort_keys=True)
+
+
+def _csv_line(row: Dict) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image_id", "caption", "log_prob", "sentence_bleu"])
-    for row in rows:
-        score = "" if row["sentence_bleu"] is None else f"{row['sentence_bleu']:.6f}"
-        writer.writerow([row["image_id"], row["caption"], f"{row['log_prob']:.6f}", score])
+    score = "" if row["sentence_bleu"] is None else f"{row['sentence_bleu']:.6f}"
+    csv.writer(buffer, lineterminator="").writerow(
+        [row["image_id"], row["path"], row["caption"], f"{row['log_prob']:.6f}", score])
     return buffer.getvalue()
 
 
-def counts_of(rows: Sequence[Dict], dead_letters: Sequence[Dict], matched: int) -> Dict[str, int]:
-    with_references = sum(1 for row in rows if row["references"])
-    return {"images_matched": matched, "captioned": len(rows), "dead_letters": len(dead_letters),
-            "scored": with_references, "without_references": len(rows) - with_references}
+def row_id(jsonl_line: str) -> str:
+    """The image id of one captions-*.jsonl line (an incremental run's anti-join reads only that)."""
+    return json.loads(jsonl_line)["image_id"]
+
+
+def caption_files(output: str) -> List[str]:
+    """The captions-*.jsonl files of a finished caption output, as its bleu.json lists them."""
+    path = storage.join(output, BLEU_JSON)
+    if not storage.exists(path):
+        raise InputError(f"--skip_existing {output} holds no {BLEU_JSON}: it is not a finished caption output; "
+                         "point at the --output folder of a caption job that finished")
+    summary = json.loads(storage.read_text(path))
+    if "files" not in summary:  # an output written before the outputs were sharded
+        return [storage.join(output, "captions.jsonl")]
+    return [name if storage.is_remote(name) or name.startswith("/") else storage.join(output, name)
+            for name in summary["files"]["captions_jsonl"]]
 
 
 def identity_of(bundle: Dict) -> Dict:
@@ -45,29 +76,81 @@ def identity_of(bundle: Dict) -> Dict:
             "encoder_sha256": bundle["encoder"]["weights_sha256"]}
 
 
-def write_all(_, settings, rows: List[Dict], dead_letters: List[Dict], corpus: Dict, matched: int) -> Dict:
-    """Writes every output file under settings.output; returns bleu.json's content."""
-    rows = sorted(rows, key=lambda row: row["image_id"])
-    counts = counts_of(rows, dead_letters, matched)
-    scored = counts["scored"] > 0
-    summary = {
-        "bleu": corpus["bleu"] if scored else None,
-        "bleu_names": ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"],
-        "counts": counts,
-        "model": identity_of(settings.bundle),
-        "decoding": {"beam_size": settings.config.caption.beam_size,
-                     "length_penalty": settings.config.caption.length_penalty,
-                     "max_length": settings.config.caption.max_length},
-        "input": settings.images or f"{settings.features} ({settings.split})",
-        "hypothesis_length": corpus["hypothesis_length"],
-        "reference_length": corpus["reference_length"],
-    }
-    out = settings.output
-    plain_rows = [{k: v for k, v in row.items() if k != "thumbnail"} for row in rows]
-    storage.write_text(storage.join(out, CAPTIONS_JSONL), _jsonl(plain_rows))
-    storage.write_text(storage.join(out, CAPTIONS_CSV), _csv(rows))
-    storage.write_text(storage.join(out, DEAD_LETTER_FILE),
-                       "".join(line + "\n" for line in sorted(map(inputs.dead_letter_json, dead_letters))))
-    storage.write_text(storage.join(out, BLEU_JSON), json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    storage.write_text(storage.join(out, REPORT_HTML), render_gallery(rows[:GALLERY_MAX], summary))
-    return summary
+class WriteOutputs(beam.PTransform):
+    """(rows, dead letters) -> every output file, then bleu.json; returns bleu.json's content."""
+
+    def __init__(self, settings, counted: Dict[str, beam.PCollection]):
+        super().__init__()
+        self.settings, self.counted = settings, counted
+
+    def _sink(self, pcoll, label: str, suffix: str, **options):
+        cfg = self.settings.config.caption
+        prefix = storage.join(self.settings.output, DEAD_LETTER_PREFIX if label == "DeadLetters" else CAPTIONS_PREFIX)
+        if suffix == ".parquet":
+            return pcoll | f"Write{label}" >> beam.io.WriteToParquet(
+                prefix, PARQUET_SCHEMA, file_name_suffix=suffix, num_shards=cfg.num_shards)
+        return pcoll | f"Write{label}" >> beam.io.WriteToText(prefix, file_name_suffix=suffix,
+                                                               num_shards=cfg.num_shards, **options)
+
+    def expand(self, inputs):
+        rows, dead = inputs
+        cfg, side = self.settings.config.caption, beam.pvalue.AsSingleton
+        files = {"captions_jsonl": self._sink(rows | "Json" >> beam.Map(_jsonl), "Jsonl", ".jsonl"),
+                 "dead_letters": self._sink(dead | "DeadJson" >> beam.Map(to_json), "DeadLetters", ".jsonl")}
+        if cfg.parquet:
+            files["captions_parquet"] = self._sink(rows | "Plain" >> beam.Map(_plain), "Parquet", ".parquet")
+        if cfg.csv:
+            files["captions_csv"] = self._sink(rows | "CsvLine" >> beam.Map(_csv_line), "Csv", ".csv",
+                                               header=",".join(CSV_HEADER))
+        scores = (rows
+                  | "Scored" >> beam.Filter(lambda row: row["references"])
+                  | "BleuInputs" >> beam.Map(lambda row: ([r.split() for r in row["references"]],
+                                                          row["caption"].split()))
+                  | "CorpusBleu" >> beam.CombineGlobally(CorpusBleuFn()))
+        counts = {"captioned": rows, "dead_letters": dead, **self.counted}
+        counted = {name: side(pcoll | f"Count{name}" >> beam.combiners.Count.Globally())
+                   for name, pcoll in counts.items()}
+        examples = side(self.counted["lines_refused"] | "RefusedExamples" >> beam.combiners.Top.Smallest(
+            EXAMPLES_KEPT))
+        summary = (rows.pipeline
+                   | "SummaryTrigger" >> beam.Create([None])
+                   | "Summarize" >> beam.Map(self._summary, corpus=side(scores), refused_examples=examples, **counted))
+        report = (rows
+                  | "Gallery" >> GallerySample(cfg.gallery_size)
+                  | "WriteReport" >> beam.Map(self._write_report, summary=side(summary)))
+        written = {name: beam.pvalue.AsList(pcoll) for name, pcoll in files.items()}
+        return (summary
+                | "WriteSummary" >> beam.Map(self._write_summary, report=side(report), **written))
+
+    def _summary(self, _, corpus: Dict, refused_examples, **counts: int) -> Dict:
+        decoding = self.settings.config.caption
+        scored = corpus["sentences"]
+        return {
+            "bleu": corpus["bleu"] if scored else None,
+            "bleu_names": ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"],
+            "counts": {"images_matched": counts["matched"], "captioned": counts["captioned"],
+                       "dead_letters": counts["dead_letters"], "skipped_existing": counts["skipped_existing"],
+                       "excluded": counts.get("excluded", 0), "scored": scored,
+                       "without_references": counts["captioned"] - scored},
+            "names_without_images": counts.get("orphans", 0),
+            "reference_lines_refused": {"count": counts["lines_refused"], "examples": sorted(refused_examples)},
+            "model": identity_of(self.settings.bundle),
+            "decoding": {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
+                         "max_length": decoding.max_length},
+            "input": self.settings.images or self.settings.image_list or self.settings.retry_dead_letters
+            or f"{self.settings.features} ({self.settings.split})",
+            "skip_existing": list(self.settings.skip_existing),
+            "hypothesis_length": corpus["hypothesis_length"],
+            "reference_length": corpus["reference_length"],
+        }
+
+    def _write_report(self, rows: List[Dict], summary: Dict) -> str:
+        storage.write_text(storage.join(self.settings.output, REPORT_HTML), render_gallery(rows, summary))
+        return REPORT_HTML
+
+    def _write_summary(self, summary: Dict, report: str, **files: List[str]) -> Dict:
+        out = self.settings.output
+        summary = dict(summary, gallery=report, files={
+            name: sorted(manifest.relative_to(out, path) for path in paths) for name, paths in files.items()})
+        storage.write_text(storage.join(out, BLEU_JSON), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return summary

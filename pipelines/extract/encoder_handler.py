@@ -25,7 +25,6 @@ class EncoderModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self.identity = dict(identity)
         self.num_threads = num_threads
-        self._encoded = 0
 
     def load_model(self):
         _LOG.info("loading encoder %s", self.identity["name"])
@@ -33,14 +32,8 @@ class EncoderModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
     def run_inference(self, batch: Sequence[np.ndarray], model, inference_args=None) -> Iterable[PredictionResult]:
         outputs = model.encode(np.stack(batch))
-        self._log_progress(len(batch))
         return [PredictionResult(example, {name: values[i] for name, values in outputs.items()})
                 for i, example in enumerate(batch)]
-
-    def _log_progress(self, batch_size: int) -> None:
-        before, self._encoded = self._encoded, self._encoded + batch_size
-        if before // 500 != self._encoded // 500:
-            _LOG.info("encoded %d images in this worker", self._encoded)
 
     def get_metrics_namespace(self) -> str:
         return "captioner_encoder"

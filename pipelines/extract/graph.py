@@ -1,71 +1,94 @@
 """The feature extraction pipeline graph: images and captions -> TFRecord shards, manifest, vocabulary.
 
 `build_pipeline` only constructs the graph (tests and the entry point call it);
-`pipelines/extract_features.py` parses flags and runs it.
+`pipelines/extract_features.py` parses flags, checks the inputs and runs it.
 
-    match -> group by id (redistributes) -> read + decode (dead letters) -> RunInference(encoder)
-      -> join captions and split (side inputs) -> one tf.train.Example per image -> shards per split
-      -> vocabulary (Beam combine over train captions) -> dead_letter.jsonl -> manifest.json (last)
+    images (glob | listing | dead letters) -> join captions and splits by name (CoGroupByKey)
+      -> [drop images already in an earlier folder] -> read + decode (dead letters) -> RunInference(encoder)
+      -> one tf.train.Example per image -> shards per split (Beam sinks)
+      -> word counts (+ the earlier folder's) -> vocabulary -> dead letters (sharded) -> manifest.json (last)
+
+Memory per worker is flat in the number of images: per-image data moves only by
+joins and sinks; what reaches one worker is bounded (counts, the vocabulary,
+file names, samples of at most EXAMPLES_KEPT ids).
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from captioner import captions as caption_files
-from captioner import manifest, schema, storage, text
+from captioner import manifest, schema, sources, storage, text
 from captioner.config import ExtractConfig
-from captioner.layout import DEAD_LETTER_FILE, VOCABULARY_FILE, shard_prefix
-from pipelines import inputs
+from captioner.layout import DEAD_LETTER_PREFIX, VOCABULARY_FILE, WORD_COUNTS_FILE, shard_prefix
+from pipelines import progress
 from pipelines.extract.encoder_handler import EncoderModelHandler
+from pipelines.extract.records import AssembleRecord, AssignSplit, TRAIN_CAPTIONS
+from pipelines.inputs import joins
+from pipelines.inputs import sources as read
+from pipelines.inputs.dead_letters import DEAD_LETTER, dead_letter, to_json
+from pipelines.inputs.decode import DecodeImages
 
-_LOG = logging.getLogger(__name__)
-ORPHAN_IDS_KEPT = 100
+EXAMPLES_KEPT = 100  # ids of captions without an image, refused caption lines: a sample in the manifest
 
 
 @dataclasses.dataclass
 class ExtractSettings:
     """Everything the graph needs: the inputs, the output folder and the `extract` config section."""
-    images: str
     output: str
     encoder_identity: Dict
     feature_info: Dict
     config: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
+    images: Optional[str] = None             # a glob
+    image_list: Optional[str] = None         # listing file(s), optionally with captions
+    retry_dead_letters: Optional[str] = None  # dead-letter files of an earlier run: extract those images again
     captions: Optional[str] = None
     splits: Optional[str] = None
+    key_scheme: str = sources.BY_NAME        # what the caption and split files key images by (name or id)
+    skip_existing: Optional[str] = None      # a features folder: its images are not extracted again, its shards kept
+    previous_manifest: Optional[Dict] = None  # that folder's manifest, read (and checked) by the entry point
     encoder_threads: Optional[int] = None
 
 
-class AssembleRecord(beam.DoFn):
-    """(id, path, features) + captions + split -> (split, serialized Example, cleaned train captions)."""
-
-    def __init__(self):
-        self.records = Metrics.counter(inputs.NAMESPACE, "records_written")
-        self.uncaptioned = Metrics.counter(inputs.NAMESPACE, "images_without_captions")
-
-    def process(self, element, captions_by_id, split_by_id):
-        (image_id, path), features = element
-        raw = sorted(captions_by_id.get(image_id, []))
-        cleaned = [c for c in (text.clean_caption(r) for r in raw) if c]
-        split = split_by_id.get(image_id, "unsplit")
-        if not raw:
-            self.uncaptioned.inc()
-        self.records.inc()
-        yield split, schema.make_example(image_id, path, split, cleaned, raw,
-                                          features["pooled"], features.get("spatial"))
-        if split == "train":
-            yield beam.pvalue.TaggedOutput("train_captions", cleaned)
+def _images(pipeline, settings: ExtractSettings):
+    """(id, path) of every input image, the captions a listing file carries (else None), refused listing lines."""
+    if settings.image_list:
+        listed = pipeline | "ImageList" >> read.ImagesFromListing(settings.image_list)
+        return listed["images"], listed["captions"], [listed[read.BAD_LINES]]
+    if settings.retry_dead_letters:
+        return pipeline | "DeadLetters" >> read.ImagesFromDeadLetters(settings.retry_dead_letters), None, []
+    return pipeline | "MatchImages" >> read.ImagesFromPattern(settings.images), None, []
 
 
-def _dead_letters_from_failed_batches(failed):
-    batch, error = failed
-    for (image_id, path), _ in batch:
-        yield inputs.dead_letter(path, f"encoder failed on its batch: {error}", "encode")
+def _sample(pcoll, label: str):
+    """A bounded, deterministic sample (the smallest values) and the count, for the manifest."""
+    return (pcoll | f"Sample{label}" >> beam.combiners.Top.Smallest(EXAMPLES_KEPT),
+            pcoll | f"Count{label}" >> beam.combiners.Count.Globally())
+
+
+def _previous_ids(pipeline, settings: ExtractSettings):
+    files = [path for split in schema.SPLITS
+             for path in manifest.shard_files(settings.previous_manifest, settings.skip_existing, split)]
+    return (pipeline
+            | "PreviousShards" >> beam.Create(files)
+            | "ReadPrevious" >> beam.io.ReadAllFromTFRecord()
+            | "PreviousIds" >> beam.Map(lambda serialized: schema.parse_example_py(serialized)["image_id"]))
+
+
+def _word_counts(pipeline, train_captions, settings: ExtractSettings):
+    """(word, count) over this run's train captions plus, when incremental, the earlier folder's counts."""
+    words = (train_captions
+             | "Words" >> beam.FlatMap(lambda captions: [w for c in captions for w in c.split()])
+             | "CountWords" >> beam.combiners.Count.PerElement())
+    if not settings.previous_manifest:
+        return words
+    earlier = (pipeline
+               | "ReadEarlierCounts" >> beam.io.ReadFromText(storage.join(
+                   settings.skip_existing, settings.previous_manifest["vocabulary"]["counts_file"]))
+               | "ParseEarlierCounts" >> beam.FlatMap(lambda line: text.parse_vocabulary(line)))
+    return (words, earlier) | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum)
 
 
 def _write_lines(lines: List[str], path: str) -> str:
@@ -73,96 +96,120 @@ def _write_lines(lines: List[str], path: str) -> str:
     return path
 
 
-def _vocabulary(word_counts, min_count: int) -> List[str]:
-    return text.vocabulary_lines(dict(word_counts), min_count)
-
-
-def _orphan_caption_ids(keyed_paths, caption_pairs):
-    """Image ids that have captions but no matched file (a known Flickr8k quirk has one)."""
-    joined = ({"image": keyed_paths | "IdsOnly" >> beam.Map(lambda kv: (kv[0], None)),
-               "caption": caption_pairs | "CaptionIds" >> beam.Map(lambda kv: (kv[0], None))}
-              | "JoinIds" >> beam.CoGroupByKey())
-    return joined | "NoImage" >> beam.FlatMap(
-        lambda kv: [kv[0]] if kv[1]["caption"] and not kv[1]["image"] else [])
-
-
-def _count(pcoll, label: str):
-    return pcoll | f"Count{label}" >> beam.combiners.Count.Globally()
-
-
 def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[str, beam.PCollection]:
     """Adds the extraction graph to `pipeline`; returns its main PCollections (for tests)."""
     out, cfg = settings.output, settings.config
-    paths = pipeline | "MatchImages" >> inputs.MatchImages(settings.images)
-    matched = paths | "OnePerId" >> inputs.KeepFirstPerId()
-    decoded = matched.images | "DecodeImages" >> inputs.DecodeImages(
-        settings.encoder_identity["input_size"], cfg.max_pixels)
+    images, listed_captions, refused = _images(pipeline, settings)
+    dead = []
+    if listed_captions is not None or settings.captions or settings.splits:
+        data = {}
+        if listed_captions is not None:
+            data["captions"] = listed_captions
+        elif settings.captions:
+            pairs = pipeline | "Captions" >> read.ReadCaptionPairs(settings.captions)
+            data["captions"] = pairs["pairs"]
+            refused.append(pairs[read.BAD_LINES])
+        if settings.splits:
+            data["splits"] = pipeline | "Splits" >> read.ReadSplits(settings.splits)
+        scheme = sources.BY_ID if listed_captions is not None else settings.key_scheme
+        joined = images | "JoinByName" >> joins.JoinByName(scheme, ambiguous_tags=tuple(data), **data)
+        dead.append(joined[DEAD_LETTER])
+        orphans = joined[joins.ORPHANS]
+        assigned = joined.images | "AssignSplit" >> beam.ParDo(AssignSplit()).with_outputs(DEAD_LETTER, main="ok")
+        dead.append(assigned[DEAD_LETTER])
+        todo = assigned.ok
+    else:
+        orphans = pipeline | "NoCaptionFile" >> beam.Create([])
+        todo = (images | "Unsplit" >> beam.Map(lambda image: (image[0], image[1], "unsplit", ()))
+                | "Spread" >> beam.Reshuffle())
+    skipped = pipeline | "NothingSkipped" >> beam.Create([])
+    if settings.skip_existing:
+        kept = todo | "SkipExisting" >> joins.DropExisting(_previous_ids(pipeline, settings))
+        todo, skipped = kept.images, kept[joins.SKIPPED]
 
-    handler = KeyedModelHandler(EncoderModelHandler(
-        settings.encoder_identity, cfg.batch_size, settings.encoder_threads))
+    decoded = todo | "DecodeImages" >> DecodeImages(settings.encoder_identity["input_size"], cfg.max_pixels)
+    dead.append(decoded[DEAD_LETTER])
+    handler = KeyedModelHandler(EncoderModelHandler(settings.encoder_identity, cfg.batch_size,
+                                                    settings.encoder_threads))
     encoded, failed = (decoded.images
-                       | "KeyForInference" >> beam.Map(lambda e: ((e[0], e[1]), e[2]))
+                       | "KeyForInference" >> beam.Map(lambda e: (tuple(e[:4]), e[4]))
                        | "Encode" >> RunInference(handler).with_exception_handling())
-    features = encoded | "InferenceOnly" >> beam.MapTuple(lambda key, result: (key, result.inference))
-
-    caption_pairs = pipeline | "Captions" >> inputs.ReadCaptionPairs(settings.captions)
-    captions_by_id = caption_pairs | "GroupCaptions" >> beam.GroupByKey()
-    split_of = caption_files.read_splits(settings.splits) if settings.splits else {}
-    splits = pipeline | "Splits" >> beam.Create(sorted(split_of.items()))
-
-    assembled = features | "Assemble" >> beam.ParDo(
-        AssembleRecord(), beam.pvalue.AsDict(captions_by_id), beam.pvalue.AsDict(splits)
-    ).with_outputs("train_captions", main="records")
+    dead.append(failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
+        lambda failure: [dead_letter(key[0], key[1], f"encoder failed on its batch: {failure[1]}", "encode")
+                         for key, _ in failure[0]]))
+    assembled = (encoded
+                 | "Progress" >> progress.LogProgress("extract", "images encoded")
+                 | "Assemble" >> beam.ParDo(AssembleRecord()).with_outputs(TRAIN_CAPTIONS, main="records"))
 
     by_split = assembled.records | "BySplit" >> beam.Partition(
         lambda record, _: schema.SPLITS.index(record[0]), len(schema.SPLITS))
-    written, counts = [], {}
+    written, counts = {}, {}
     for split, records in zip(schema.SPLITS, by_split):
-        examples = records | f"Examples{split}" >> beam.Values()
-        written.append(examples | f"Write{split}" >> beam.io.WriteToTFRecord(
-            storage.join(out, shard_prefix(split)), file_name_suffix=".tfrecord", num_shards=cfg.num_shards))
-        counts[split] = _count(records, split)
+        written[split] = (records
+                          | f"Examples{split}" >> beam.Values()
+                          | f"Write{split}" >> beam.io.WriteToTFRecord(
+                              storage.join(out, shard_prefix(split)), file_name_suffix=".tfrecord",
+                              num_shards=cfg.num_shards))
+        counts[split] = records | f"Count{split}" >> beam.combiners.Count.Globally()
 
-    vocabulary = (assembled.train_captions
-                  | "Words" >> beam.FlatMap(lambda captions: [w for c in captions for w in c.split()])
-                  | "CountWords" >> beam.combiners.Count.PerElement()
-                  | "AllWords" >> beam.combiners.ToList()
-                  | "Vocabulary" >> beam.Map(_vocabulary, cfg.min_word_count))
+    word_counts = _word_counts(pipeline, assembled[TRAIN_CAPTIONS], settings) | "AllWords" >> beam.combiners.ToList()
+    vocabulary = word_counts | "Vocabulary" >> beam.Map(lambda counts, n: text.vocabulary_lines(dict(counts), n),
+                                                        cfg.min_word_count)
     vocabulary_file = vocabulary | "WriteVocabulary" >> beam.Map(_write_lines, storage.join(out, VOCABULARY_FILE))
-
-    dead = ((matched.dead_letter, decoded.dead_letter,
-             failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_dead_letters_from_failed_batches))
-            | "AllDeadLetters" >> beam.Flatten())
-    dead_file = (dead
-                 | "DeadJson" >> beam.Map(inputs.dead_letter_json)
-                 | "DeadList" >> beam.combiners.ToList()
-                 | "WriteDeadLetters" >> beam.Map(lambda lines, path: _write_lines(sorted(lines), path),
-                                                  storage.join(out, DEAD_LETTER_FILE)))
-
-    orphans = (_orphan_caption_ids(matched.images, caption_pairs)
-               | "OrphanList" >> beam.combiners.ToList())
+    counts_file = word_counts | "WriteCounts" >> beam.Map(
+        lambda counts, path: _write_lines(text.vocabulary_lines(dict(counts), 1), path),
+        storage.join(out, WORD_COUNTS_FILE))
+    dead_letters = dead | "AllDeadLetters" >> beam.Flatten()
+    dead_files = (dead_letters
+                  | "DeadJson" >> beam.Map(to_json)
+                  | "WriteDeadLetters" >> beam.io.WriteToText(storage.join(out, DEAD_LETTER_PREFIX),
+                                                              file_name_suffix=".jsonl"))
     side = beam.pvalue.AsSingleton
+    summary = {
+        **{f"count_{split}": side(count) for split, count in counts.items()},
+        **{f"files_{split}": beam.pvalue.AsList(files) for split, files in written.items()},
+        "dead_files": beam.pvalue.AsList(dead_files),
+        "dead_count": side(dead_letters | "CountDead" >> beam.combiners.Count.Globally()),
+        "matched_count": side(images | "CountMatched" >> beam.combiners.Count.Globally()),
+        "skipped_count": side(skipped | "CountSkipped" >> beam.combiners.Count.Globally()),
+        "vocabulary": side(vocabulary), "written": beam.pvalue.AsList(
+            (vocabulary_file, counts_file) | "VocabularyWritten" >> beam.Flatten()),
+    }
+    refused_lines = (refused or [pipeline | "NoRefusedLines" >> beam.Create([])]) | "Refused" >> beam.Flatten()
+    for label, pcoll in (("orphans", orphans), ("refused", refused_lines)):
+        sample, count = _sample(pcoll, label.title())
+        summary[f"{label}_sample"], summary[f"{label}_count"] = side(sample), side(count)
     manifest_path = (pipeline
                      | "ManifestTrigger" >> beam.Create([None])
-                     | "WriteManifest" >> beam.Map(
-                         _write_manifest, settings,
-                         **{f"count_{split}": side(count) for split, count in counts.items()},
-                         dead_count=side(_count(dead, "DeadLetters")),
-                         matched_count=side(_count(paths, "Matched")),
-                         vocabulary=side(vocabulary), orphans=side(orphans),
-                         written=beam.pvalue.AsList(
-                             tuple(written) + (vocabulary_file, dead_file) | "AllWritten" >> beam.Flatten())))
-    return {"records": assembled.records, "dead_letters": dead, "manifest": manifest_path}
+                     | "WriteManifest" >> beam.Map(_write_manifest, settings, **summary))
+    return {"records": assembled.records, "dead_letters": dead_letters, "manifest": manifest_path}
 
 
-def _write_manifest(_, settings: ExtractSettings, dead_count: int, matched_count: int, vocabulary: List[str],
-                    orphans: List[str], written: Iterable[str], **split_counts: int) -> str:
-    """Runs after every shard, the vocabulary and the dead letters are written (`written` is a side input)."""
+def _write_manifest(_, settings: ExtractSettings, dead_files, dead_count: int, matched_count: int,
+                    skipped_count: int, vocabulary: List[str], written, orphans_sample, orphans_count: int,
+                    refused_sample, refused_count: int, **per_split) -> str:
+    """Runs after every shard, the vocabulary and the dead letters are written (their names are side inputs)."""
     del written
-    counts = {split: split_counts[f"count_{split}"] for split in schema.SPLITS}
-    body = manifest.build(settings.encoder_identity, settings.feature_info, counts, dead_count,
-                          images_matched=matched_count,
-                          min_word_count=settings.config.min_word_count, vocabulary_size=len(vocabulary))
-    body["captions_without_images"] = {"count": len(orphans), "ids": sorted(orphans)[:ORPHAN_IDS_KEPT]}
-    return manifest.write(settings.output, body)
-
+    out, previous = settings.output, settings.previous_manifest or {}
+    new_counts = {split: per_split[f"count_{split}"] for split in schema.SPLITS}
+    shards = {split: [manifest.relative_to(out, path) for path in per_split[f"files_{split}"]]
+              for split in schema.SPLITS}
+    if previous:
+        for split in schema.SPLITS:
+            shards[split] += manifest.shard_files(previous, settings.skip_existing, split)
+    this_run = {"images_matched": matched_count, "records_written": sum(new_counts.values()),
+                "dead_letters": dead_count, "skipped_existing": skipped_count,
+                "captions_without_images": {"count": orphans_count, "examples": sorted(orphans_sample)},
+                "caption_lines_refused": {"count": refused_count, "examples": sorted(refused_sample)},
+                "images": settings.images or settings.image_list or settings.retry_dead_letters,
+                "ids": "path relative to " + sources.fixed_prefix(settings.images) if settings.images
+                else "path as listed"}
+    body = manifest.build(
+        settings.encoder_identity, settings.feature_info,
+        counts={split: new_counts[split] + previous.get("counts", {}).get(split, 0) for split in schema.SPLITS},
+        shards=shards, dead_letter_files=[manifest.relative_to(out, path) for path in dead_files],
+        min_word_count=settings.config.min_word_count, vocabulary_size=len(vocabulary), this_run=this_run)
+    body["captions_without_images"] = this_run["captions_without_images"]
+    if previous:
+        body["merged_from"] = [settings.skip_existing] + previous.get("merged_from", [])
+    return manifest.write(out, body)

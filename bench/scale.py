@@ -1,0 +1,113 @@
+"""Benchmark: both pipelines at two sizes 10x apart, flat memory and linear time, against the earlier code.
+
+    .venv/bin/python -m bench.scale [--baseline REV] [--workers 2] [--scale 1.0]
+
+On synthetic sets (bench/scale_sets.py: demo scenes replicated under new ids), each run its own child
+process tree on DirectRunner with `--workers` worker processes (one thread each):
+  caption, features path   10,000 and 100,000 records (the bundle in tests/fixtures/legacy_bundle_v1)
+  caption, images path      2,000 and 20,000 JPEG files, scored against a caption file
+  extract                   2,000 and 20,000 JPEG files (thumbnail encoder) with a caption file and splits
+plus a run at a twentieth of the smaller size, whose wall time estimates the fixed start-up. For each it
+reports wall time, the peak RSS of the largest process (os.wait4's ru_maxrss) and of the whole process tree
+(sampled), and two ratios: RSS large / small (target <= 1.15, flat in N) and time beyond linear,
+(t_large - t_start) / ((t_small - t_start) x N_large / N_small) (target <= 1.2). The same runs on the
+code at --baseline (checked out in a temporary worktree) are the baseline, in the same run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from bench import harness, scale_sets
+
+JOBS = {"caption, features path": (10_000, 100_000), "caption, images path": (2_000, 20_000),
+        "extract": (2_000, 20_000)}
+BASELINE = "09f017e"  # the last commit before the scale issue: whole-set side inputs, one-worker outputs
+TARGETS = {"rss_ratio": 1.15, "time_ratio": 1.2}
+LEGACY_BUNDLE = os.path.join(harness.ROOT, "tests", "fixtures", "legacy_bundle_v1", "export")
+
+
+def _command(job: str, count: int, work: str, output: str, workers: int) -> list:
+    beam = ["--runner=DirectRunner", f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    if job == "extract":
+        inputs = scale_sets.images(work, count)
+        return ["pipelines.extract_features", "--config", "local", "--images", inputs["images"], "--captions",
+                inputs["captions"], "--splits", inputs["splits"], "--output", output, "--encoder_threads", "1", *beam]
+    common = ["pipelines.caption_and_score", "--config", "local", "--model", LEGACY_BUNDLE, "--output", output,
+              "--threads", "1", "--beam_size", "1", *beam]
+    if job == "caption, features path":
+        return [*common, "--features", scale_sets.features(work, count), "--split", "test"]
+    inputs = scale_sets.images(work, count)
+    return [*common, "--images", inputs["images"], "--references", inputs["captions"]]
+
+
+def _measure(code: str, job: str, count: int, work: str, workers: int) -> dict:
+    output = os.path.join(work, "out")
+    shutil.rmtree(output, ignore_errors=True)
+    command = _command(job, count, work, output, workers)
+    env = dict(os.environ, PYTHONPATH=code, TF_CPP_MIN_LOG_LEVEL="2")
+    print(f"[bench] {os.path.basename(code) or code}: {job}, {count} images", flush=True)
+    run = harness.run_child([sys.executable, "-m", *command], os.path.join(work, "run.log"), cwd=code,
+                            sample_tree=True, env=env)
+    if run["rc"] != 0:
+        raise SystemExit(f"error: {job} at {count} failed in {code} (exit {run['rc']}):\n"
+                         + harness.log_tail(run["log"]))
+    return run
+
+
+def _ratios(runs: dict, small: int, large: int) -> dict:
+    start = runs["start"]["wall_s"]
+    linear = (runs[small]["wall_s"] - start) * (large / small)
+    return {"rss": runs[large]["peak_rss_mb"] / runs[small]["peak_rss_mb"],
+            "time": (runs[large]["wall_s"] - start) / max(1e-9, linear)}
+
+
+def report(results: dict, sizes: dict) -> str:
+    rows = []
+    for job, (small, large) in sizes.items():
+        for code, label in (("today", "today"), ("baseline", f"baseline {BASELINE}")):
+            runs = results[code][job]
+            ratio = _ratios(runs, small, large)
+            rows.append([job, label, f"{small:,} / {large:,}",
+                         f"{runs[small]['wall_s']:.0f} / {runs[large]['wall_s']:.0f}", f"{runs['start']['wall_s']:.0f}",
+                         f"{runs[small]['peak_rss_mb']:.0f} / {runs[large]['peak_rss_mb']:.0f}",
+                         f"{runs[small]['peak_tree_rss_mb']:.0f} / {runs[large]['peak_tree_rss_mb']:.0f}",
+                         f"{ratio['rss']:.2f}x", harness.met(ratio["rss"] <= TARGETS["rss_ratio"]),
+                         f"{ratio['time']:.2f}x", harness.met(ratio["time"] <= TARGETS["time_ratio"])])
+    table = harness.markdown_table(
+        ["job", "code", "images", "wall s", "start-up s", "largest process MB", "process tree MB",
+         "RSS large/small", "flat (<= 1.15)", "time vs linear", "linear (<= 1.2)"], rows)
+    return (f"- command: `{harness.command_line('scale')}`\n- machine: {harness.machine()}; {harness.today()}\n\n"
+            + table + "\n")
+
+
+def main() -> None:
+    parser = harness.argument_parser("scale", __doc__)
+    parser.add_argument("--baseline", default=BASELINE, help="the earlier code to compare with (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes (default: %(default)s)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every size, e.g. 0.1 for a quick look")
+    parser.add_argument("--work", default=os.path.join(harness.ROOT, "bench", "out", "scale"),
+                        help="where the synthetic sets are written and kept (default: %(default)s)")
+    args = parser.parse_args()
+    sizes = {job: tuple(max(20, int(n * args.scale)) for n in pair) for job, pair in JOBS.items()}
+    os.makedirs(args.work, exist_ok=True)
+    baseline = tempfile.mkdtemp(prefix="bench-scale-baseline-")
+    subprocess.run(["git", "worktree", "add", "--detach", baseline, args.baseline], cwd=harness.ROOT, check=True)
+    results = {"today": {}, "baseline": {}}
+    try:
+        for job, (small, large) in sizes.items():
+            for code, tree in (("today", harness.ROOT), ("baseline", baseline)):
+                results[code][job] = {count: _measure(tree, job, count, args.work, args.workers)
+                                      for count in (small, large)}
+                results[code][job]["start"] = _measure(tree, job, max(20, small // 20), args.work, args.workers)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", baseline], cwd=harness.ROOT, check=False)
+    print(report(results, sizes))
+    harness.write_json(os.path.join(args.work, "results.json"), results, indent=1)
+
+
+if __name__ == "__main__":
+    main()

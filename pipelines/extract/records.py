@@ -1,0 +1,49 @@
+"""From an image joined with its captions and split to its one TFRecord: the record assembly's DoFns."""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from captioner import schema, text
+from pipelines.inputs.dead_letters import DEAD_LETTER, NAMESPACE, dead_letter
+
+TRAIN_CAPTIONS = "train_captions"  # the cleaned captions of every train record, for the vocabulary
+
+
+class AssignSplit(beam.DoFn):
+    """(id, path, {"captions": [...], "splits": [...]}) -> (id, path, split, sorted raw captions).
+
+    An image in no split list is 'unsplit'; one listed in two splits is a dead letter naming them.
+    """
+
+    def __init__(self):
+        self.uncaptioned = Metrics.counter(NAMESPACE, "images_without_captions")
+
+    def process(self, element):
+        image_id, path, data = element
+        splits = sorted(set(data.get("splits", [])))
+        if len(splits) > 1:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                image_id, path, f"listed in {len(splits)} split files ({', '.join(splits)}); list it in one", "join"))
+            return
+        captions = tuple(sorted(data.get("captions", [])))
+        if not captions:
+            self.uncaptioned.inc()
+        yield image_id, path, splits[0] if splits else "unsplit", captions
+
+
+class AssembleRecord(beam.DoFn):
+    """((id, path, split, raw captions), encoder result) -> (split, serialized Example); train captions tagged."""
+
+    def __init__(self):
+        self.records = Metrics.counter(NAMESPACE, "records_written")
+
+    def process(self, element):
+        (image_id, path, split, raw), result = element
+        features = result.inference
+        cleaned = [c for c in (text.clean_caption(r) for r in raw) if c]
+        self.records.inc()
+        yield split, schema.make_example(image_id, path, split, cleaned, list(raw), features["pooled"],
+                                         features.get("spatial"))
+        if split == "train":
+            yield beam.pvalue.TaggedOutput(TRAIN_CAPTIONS, cleaned)
