@@ -5,10 +5,13 @@
     features(N)  a features folder of N thumbnail-encoder records (the pool's features under new ids),
                  whose manifest names its shards by glob, a form both today's and the earlier code read
 
-Every set is written once per size into the work folder and reused by every run on it.
+Every set is written once per size into the work folder and reused by every run on it. bench/scale.py
+writes them in a child process (`python -m bench.scale_sets`), so that its own memory, which every run it
+starts inherits until exec, stays small and does not show in the runs' peak RSS.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from typing import Dict, List, Tuple
@@ -66,11 +69,11 @@ def images(work: str, count: int) -> Dict[str, str]:
 
 def features(work: str, count: int) -> str:
     """A features folder holding `count` test records of the thumbnail encoder."""
-    import tensorflow as tf
-    from captioner import encoders, images as image_lib, schema, text
     folder = os.path.join(work, f"features-{count}")
     if os.path.exists(os.path.join(folder, "manifest.json")):
         return folder
+    import tensorflow as tf
+    from captioner import encoders, images as image_lib, schema, text
     paths, raw = pool(work)
     encoder = encoders.load_encoder("thumbnail", spatial=True)
     pixels = np.stack([image_lib.decode_image(open(p, "rb").read(), encoder.input_size) for p in paths])
@@ -97,3 +100,19 @@ def features(work: str, count: int) -> str:
     with open(os.path.join(folder, "manifest.json"), "w") as handle:
         json.dump(manifest, handle, indent=1)
     return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale_sets", description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, help="the folder the sets are written to")
+    parser.add_argument("--images", default="", help="comma list of image-set sizes")
+    parser.add_argument("--features", default="", help="comma list of features-set sizes")
+    args = parser.parse_args()
+    for size in filter(None, args.images.split(",")):
+        print(images(args.work, int(size))["images"])
+    for size in filter(None, args.features.split(",")):
+        print(features(args.work, int(size)))
+
+
+if __name__ == "__main__":
+    main()

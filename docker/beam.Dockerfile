@@ -48,8 +48,11 @@ RUN if [ "${GPU}" = "1" ]; then \
 # On Dataflow GPU workers (install-nvidia-driver) the host driver is mounted under /usr/local/nvidia.
 # Every vCPU runs its own SDK process that imports TensorFlow: let each take GPU memory as it needs it
 # instead of all of it at once.
+# MALLOC_ARENA_MAX=2: glibc's per-thread malloc arenas otherwise let a worker's RSS creep up with every batch
+# it has processed (pipelines/launch.py, limit_malloc_arenas).
 ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}} \
-    TF_FORCE_GPU_ALLOW_GROWTH=true
+    TF_FORCE_GPU_ALLOW_GROWTH=true \
+    MALLOC_ARENA_MAX=2
 
 # The launcher runs `python $FLEX_TEMPLATE_PYTHON_PY_FILE <template parameters>`; the package is installed
 # above, so the entry point module runs as a script. FLEX_TEMPLATE_PYTHON_SETUP_FILE and

@@ -2,8 +2,9 @@
 
 `GallerySample(n)` keeps exactly min(n, rows) rows: a third the best and a third
 the worst by sentence BLEU (among rows with references), the rest a fixed random
-sample of the others (the smallest hashes of the ids). Only Top combiners and a
-side input of at most 2n/3 ids are used, so no worker ever holds more than ~n rows.
+sample of the others (the smallest hashes of the ids). Three Top combiners run
+side by side over the rows (no side input, so the rows are never held back while
+one is computed), and no worker ever holds more than ~n rows.
 """
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ def _hash(row) -> str:
     return hashlib.sha1(row["image_id"].encode("utf-8")).hexdigest()
 
 
-def _merge(_, best: List[dict], worst: List[dict], others: List[dict], size: int) -> List[dict]:
+def _merge(_, best: List[dict], worst: List[dict], sample: List[dict], size: int) -> List[dict]:
+    """best, then worst, then the sample's rows that are neither, up to `size` rows in all."""
     chosen = {row["image_id"]: dict(row, gallery="best") for row in best}
     for row in worst:
         chosen.setdefault(row["image_id"], dict(row, gallery="worst"))
-    picked = list(chosen.values()) + [dict(row, gallery="sample") for row in others][:max(0, size - len(chosen))]
-    return sorted(picked, key=lambda row: row["image_id"])
+    others = [dict(row, gallery="sample") for row in sample if row["image_id"] not in chosen]
+    return sorted(list(chosen.values()) + others[:max(0, size - len(chosen))], key=lambda row: row["image_id"])
 
 
 class GallerySample(beam.PTransform):
@@ -41,14 +43,10 @@ class GallerySample(beam.PTransform):
         scored = rows | "Scored" >> beam.Filter(lambda row: row["sentence_bleu"] is not None)
         best = scored | "Best" >> beam.combiners.Top.Largest(third, key=_score)
         worst = scored | "Worst" >> beam.combiners.Top.Smallest(third, key=_score)
-        chosen = ((best, worst) | "Chosen" >> beam.Flatten()
-                  | "ChosenIds" >> beam.FlatMap(lambda group: [row["image_id"] for row in group]))
-        others = (rows
-                  | "Others" >> beam.Filter(lambda row, ids: row["image_id"] not in ids,
-                                            ids=beam.pvalue.AsList(chosen))
-                  | "Sample" >> beam.combiners.Top.Smallest(size, key=_hash))
+        # `size` of the smallest hashes: after leaving out the (at most 2/3 size) best and worst, enough remain
+        sample = rows | "Sample" >> beam.combiners.Top.Smallest(size, key=_hash)
         return (rows.pipeline
                 | "Trigger" >> beam.Create([None])
                 | "Merge" >> beam.Map(_merge, best=beam.pvalue.AsSingleton(best),
-                                      worst=beam.pvalue.AsSingleton(worst), others=beam.pvalue.AsSingleton(others),
+                                      worst=beam.pvalue.AsSingleton(worst), sample=beam.pvalue.AsSingleton(sample),
                                       size=size))
