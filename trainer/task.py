@@ -30,7 +30,7 @@ encoder/), eval.json + eval_captions.jsonl (BLEU-1..4 with greedy decoding), sum
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="python -m trainer.task",
-        description="Trains a caption decoder (merge | init_lstm | attention, from train.decoder) on extracted\n"
+        description="Trains a caption decoder (merge | init_lstm | attention | transformer, from train.decoder)\non extracted "
                     "features with tf.distribute, optionally fine-tunes it on its own sampled captions\n"
                     "(train.self_critical_epochs), resumes after interruptions, exports a captioner bundle\n"
                     "and scores it with corpus BLEU.",

@@ -62,9 +62,16 @@ class TrainConfig:
                                             "others", minimum=_SMALLEST_SAMPLES)
     self_critical_learning_rate: float = setting(5e-5, "Adam's learning rate during self-critical fine-tuning",
                                                  above=0)
+    transformer_layers: int = setting(2, "with decoder=transformer: decoder blocks (self-attention, attention "
+                                         "over the image, feed-forward)", minimum=1)
+    transformer_heads: int = setting(4, "with decoder=transformer: attention heads; train.units must be a "
+                                        "multiple of it", minimum=1)
 
     def __post_init__(self):
         check_section(self, "train")
+        if self.decoder == "transformer" and self.units % self.transformer_heads:
+            raise ConfigError(f"train.units={self.units} is not a multiple of train.transformer_heads="
+                              f"{self.transformer_heads}: the transformer splits its width evenly over its heads")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The caption decoder architectures, chosen by `train.decoder`: merge | init_lstm | attention.
+"""The caption decoder architectures, chosen by `train.decoder`: merge | init_lstm | attention | transformer.
 
 Every decoder is a plain Keras functional model with the same signature, so
 training, export and decoding never need to know which one they hold:
@@ -8,25 +8,30 @@ training, export and decoding never need to know which one they hold:
 
 T is left open (None): training feeds `<start> w1..wn` padded to max_length+1,
 decoding feeds the growing prefix. Captions are right-padded with PAD (id 0)
-and every decoder is causal (an LSTM reads left to right), so the outputs at
+and every decoder is causal (an LSTM reads left to right, the transformer's
+self-attention has a causal mask), so the outputs at
 real positions never depend on the padding; the padding is masked in the loss
 (trainer/training.py's CaptionLoss) rather than with Keras masks, which keeps the loss's
 normalisation explicit (and the same for any number of replicas) and lets the
 LSTM take the cuDNN path on GPUs. Outputs are logits: the softmax lives in the
-loss and in decoding (log_softmax), where it is numerically safe.
+loss and in decoding (log_softmax), where it is numerically safe. The "logits"
+layer always computes in float32, so under a mixed precision policy
+(keras.mixed_precision.set_global_policy("mixed_bfloat16")) the logits and the
+loss stay float32; under the default float32 policy that changes nothing.
 
-Only built-in keras.layers are used, so `decoder.keras` loads with
+Only built-in keras.layers (and, in transformer.py, keras.ops) are used, so `decoder.keras` loads with
 `keras.saving.load_model(..., safe_mode=True)` without importing this project.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
 import keras
 from keras import layers
 
-from captioner.decoder import DECODERS
+from captioner.decoder import DECODERS, transformer
 
 _LAYOUT_DIM = 8  # numbers per image position in the attention decoder's initial state
 
@@ -55,6 +60,11 @@ def _caption_embedding(tokens, vocab_size: int, embedding_dim: int, dropout: flo
     return layers.Dropout(dropout, name="embedding_dropout")(x)
 
 
+def _logits(x, vocab_size: int):
+    """The output layer of every decoder; float32 even under a mixed precision policy (see above)."""
+    return layers.Dense(vocab_size, dtype="float32", name="logits")(x)
+
+
 def _merge(features, tokens, vocab_size, embedding_dim, units, dropout):
     """The classic tutorial's merge model, trained on whole captions (the LSTM returns sequences)."""
     image = layers.Dense(units, activation="relu", name="image_projection")(_image_vector(features))
@@ -64,7 +74,7 @@ def _merge(features, tokens, vocab_size, embedding_dim, units, dropout):
     words = layers.LSTM(units, return_sequences=True, name="lstm")(words)
     x = layers.Add(name="merge")([words, image])
     x = layers.Dense(units, activation="relu", name="hidden")(x)
-    return layers.Dense(vocab_size, name="logits")(x)
+    return _logits(x, vocab_size)
 
 
 def _init_lstm(features, tokens, vocab_size, embedding_dim, units, dropout):
@@ -75,7 +85,7 @@ def _init_lstm(features, tokens, vocab_size, embedding_dim, units, dropout):
     words = _caption_embedding(tokens, vocab_size, embedding_dim, dropout)
     x = layers.LSTM(units, return_sequences=True, name="lstm")(words, initial_state=[h0, c0])
     x = layers.Dropout(dropout, name="lstm_dropout")(x)
-    return layers.Dense(vocab_size, name="logits")(x)
+    return _logits(x, vocab_size)
 
 
 def _attention(features, tokens, vocab_size, embedding_dim, units, dropout):
@@ -104,28 +114,44 @@ def _attention(features, tokens, vocab_size, embedding_dim, units, dropout):
     x = layers.LayerNormalization(name="attention_norm")(layers.Add(name="residual")([queries, context]))
     x = layers.Dropout(dropout, name="attention_dropout")(x)
     x = layers.Dense(units, activation="relu", name="hidden")(x)
-    return layers.Dense(vocab_size, name="logits")(x)
+    return _logits(x, vocab_size)
 
 
-_BUILDERS = {"merge": _merge, "init_lstm": _init_lstm, "attention": _attention}
+def _transformer(features, tokens, vocab_size, embedding_dim, units, dropout, blocks, heads):
+    """Transformer blocks over the caption (causal) and the image positions: see transformer.py."""
+    x = transformer.decode(_image_positions(features), tokens, vocab_size, embedding_dim, units, dropout,
+                           blocks, heads)
+    return _logits(x, vocab_size)
+
+
+_BUILDERS = {"merge": _merge, "init_lstm": _init_lstm, "attention": _attention, "transformer": _transformer}
 assert tuple(_BUILDERS) == DECODERS, "every decoder config.TrainConfig accepts has a builder here"
 
 
 def build_decoder(name: str, feature_shape: Sequence[int], vocab_size: int, embedding_dim: int,
-                  units: int, dropout: float = 0.0) -> keras.Model:
-    """A decoder by name; `feature_shape` is the per-image shape of the features it consumes."""
+                  units: int, dropout: float = 0.0, transformer_layers: int = 2,
+                  transformer_heads: int = 4) -> keras.Model:
+    """A decoder by name; `feature_shape` is the per-image shape of the features it consumes.
+
+    `transformer_layers` and `transformer_heads` shape the transformer; the other decoders ignore them.
+    """
     if name not in _BUILDERS:
         raise ValueError(f"train.decoder={name!r} is not one of {', '.join(DECODERS)}")
+    builder = _BUILDERS[name]
+    if name == "transformer":
+        if int(units) % int(transformer_heads):
+            raise ValueError(f"units={units} is not a multiple of transformer_heads={transformer_heads}")
+        builder = functools.partial(builder, blocks=int(transformer_layers), heads=int(transformer_heads))
     features = keras.Input(shape=tuple(int(d) for d in feature_shape), dtype="float32", name="features")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    logits = _BUILDERS[name](features, tokens, int(vocab_size), int(embedding_dim), int(units), float(dropout))
+    logits = builder(features, tokens, int(vocab_size), int(embedding_dim), int(units), float(dropout))
     return keras.Model({"features": features, "tokens": tokens}, logits, name=f"{name}_decoder")
 
 
 def build_from_config(train_cfg, feature_shape: Sequence[int], vocab_size: int) -> keras.Model:
     """The decoder `train_cfg` (a config.TrainConfig) describes."""
     return build_decoder(train_cfg.decoder, feature_shape, vocab_size, train_cfg.embedding_dim, train_cfg.units,
-                         train_cfg.dropout)
+                         train_cfg.dropout, train_cfg.transformer_layers, train_cfg.transformer_heads)
 
 
 def parameter_count(model: keras.Model) -> int:

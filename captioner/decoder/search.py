@@ -3,9 +3,9 @@
 Each decoding is a `tf.while_loop` over time steps inside one `tf.function`,
 with every image (and every beam of every image) in one batch. The image side
 is computed once (`stepwise.StepwiseDecoder.start`) and each step feeds
-only the newest token through the LSTM cell with its carried state, so a
-caption costs O(T) steps of one token each (beam search reorders the carried
-state with the beams).
+only the newest token through the LSTM cell (or the transformer's blocks, with
+their caches of keys and values) with its carried state, so a caption costs
+O(T) steps of one token each (beam search reorders the carried state with the beams).
 
 Shared rules (so beam_size=1 is exactly greedy):
 - PAD, OOV and START are never generated; after END a hypothesis only appends
@@ -83,6 +83,10 @@ class SequenceDecoder:
         return self.beam(features, beam_size, max_length, length_penalty)
 
     # --- graph pieces ---------------------------------------------------------------------------
+    def _start(self, features, max_length):
+        """The stepper's state for `features`: steps t = 0 .. max_length feed START and up to max_length words."""
+        return self.stepper.start(features, max_length + 1)
+
     def _step_log_probs(self, state, token, t, max_length):
         """log p(next | prefix) for every row after feeding `token` at step t, with the shared rules applied."""
         logits, state = self.stepper.step(state, token)
@@ -97,12 +101,12 @@ class SequenceDecoder:
 
     def _greedy(self, features, max_length):
         # argmax of score + log p (not of log p): the very sums beam search ranks, so ties break alike
-        return self._extend(self.stepper.start(features), max_length,
+        return self._extend(self._start(features, max_length), max_length,
                             lambda t, candidates: tf.argmax(candidates, axis=-1, output_type=tf.int32))
 
     def _sample(self, features, samples_per_image: int, max_length, seed):
         state = {key: tf.repeat(value, samples_per_image, axis=0)
-                 for key, value in self.stepper.start(features).items()}
+                 for key, value in self._start(features, max_length).items()}
 
         def draw(t, candidates):  # score + log p has the same softmax as log p: a draw from p
             return tf.random.stateless_categorical(candidates, 1, seed=tf.stack([seed, t]),
@@ -111,7 +115,7 @@ class SequenceDecoder:
 
     def _extend(self, state, max_length, choose):
         """One caption per state row, each next word picked by `choose(t, score + log p) -> ids`."""
-        n = tf.shape(state["h"])[0]
+        n = self.stepper.rows(state)
         width = max_length + 2
         tokens = tf.concat([tf.fill([n, 1], START_ID), tf.fill([n, width - 1], PAD_ID)], axis=1)
         scores = tf.zeros([n], tf.float32)
@@ -136,7 +140,7 @@ class SequenceDecoder:
         k, vocab, width = beam_size, self.vocab_size, max_length + 2
         n = tf.shape(features)[0]
         # row i*k + j is beam j of image i; the image side is computed once per image, then repeated
-        state = {key: tf.repeat(value, k, axis=0) for key, value in self.stepper.start(features).items()}
+        state = {key: tf.repeat(value, k, axis=0) for key, value in self._start(features, max_length).items()}
         tokens = tf.concat([tf.fill([n * k, 1], START_ID), tf.fill([n * k, width - 1], PAD_ID)], axis=1)
         scores = tf.tile(tf.constant([[0.0] + [_NEG] * (k - 1)], tf.float32), [n, 1])  # only beam 0 starts
         finished = tf.zeros([n, k], tf.bool)
@@ -158,7 +162,7 @@ class SequenceDecoder:
             finished = tf.gather(finished, parent, batch_dims=1) | tf.equal(word, END_ID)
             lengths = tf.gather(new_lengths, parent, batch_dims=1)
             tokens = self._write(_follow(tokens, parent), t + 1, tf.reshape(word, [n * k]))
-            state = {**state, **{key: _follow(state[key], parent) for key in stepwise.CARRIED}}
+            state = {**state, **{key: _follow(state[key], parent) for key in self.stepper.carried}}
             return t + 1, state, tokens, scores, finished, lengths
 
         def cond(t, state, tokens, scores, finished, lengths):
