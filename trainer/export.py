@@ -9,7 +9,7 @@ from typing import Dict, Mapping
 
 import keras
 
-from captioner import bundle, storage, text
+from captioner import bundle, manifest, storage, text
 from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, ENCODER_DIR, MODEL_FILE
 
 log = logging.getLogger("trainer")
@@ -62,6 +62,7 @@ def export(model: keras.Model, export_dir: str, config, features) -> str:
         decoder=config.train.decoder, feature=features.feature, info=features.info,
         max_length=config.train.max_length, vocabulary_size=len(features.tokens), encoder=encoder,
         encoder_files=_copy_encoder_files(encoder, export_dir), config=config.to_dict(),
-        trained_on={"features": features.source, "counts": features.manifest["counts"]}, checksums=checksums)
+        trained_on={"features": features.source, "counts": features.manifest["counts"]}, checksums=checksums,
+        cleaning=manifest.cleaning_of(features.manifest))
     storage.write_text(os.path.join(export_dir, BUNDLE_FILE), json.dumps(info, indent=2, sort_keys=True) + "\n")
     return export_dir

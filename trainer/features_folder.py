@@ -95,8 +95,9 @@ def open_features(source: str, train_cfg, cache_dir: str) -> FeaturesFolder:
         raise ManifestError(f"{vocabulary_path} holds {len(words)} words, the manifest says "
                             f"{manifest['vocabulary']['size']}: the folder mixes two extractions; re-run it")
     result = FeaturesFolder(source, folder, manifest, text.decoder_tokens(words), feature, shards)
-    if not result.files("train"):
-        raise ManifestError(f"{source} has no train shards: extract with a split file that assigns images to train")
+    if not result.files("train") or not manifest["counts"]["train"]:
+        raise ManifestError(f"{source} has no train records (records per split: {manifest['counts']}): extract "
+                            "with --splits (or a caption file with splits) that assigns images to train")
     _check_first_record(result)
     return result
 

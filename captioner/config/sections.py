@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Mapping
 
+from captioner import text
 from captioner.config.settings import ConfigError, check_section, setting, suggestion
 from captioner.decoder import DECODERS
 
@@ -31,6 +32,10 @@ class ExtractConfig:
 
     def __post_init__(self):
         check_section(self, "extract")
+
+
+SELECT_METRICS = ("bleu4", "cider_d")  # dev scores that can rank the epochs a job may export
+SELF_CRITICAL_REWARDS = ("bleu4", "cider_d", "mixed")  # trainer/rewards.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +67,13 @@ class TrainConfig:
                                             "others", minimum=_SMALLEST_SAMPLES)
     self_critical_learning_rate: float = setting(5e-5, "Adam's learning rate during self-critical fine-tuning",
                                                  above=0)
+    self_critical_reward: str = setting("bleu4", "what a sampled caption earns: bleu4 (its gain in the corpus BLEU-4 "
+                                                 "of the step's samples), cider_d (its CIDEr-D against the train "
+                                                 "references), mixed (the sum of both)",
+                                        choices=SELF_CRITICAL_REWARDS)
+    select_metric: str = setting("bleu4", "the dev score that picks the exported self-critical epoch (the "
+                                          "cross-entropy model is epoch 0); cross-entropy epochs are picked by "
+                                          "dev loss", choices=SELECT_METRICS)
     transformer_layers: int = setting(2, "with decoder=transformer: decoder blocks (self-attention, attention "
                                          "over the image, feed-forward)", minimum=1)
     transformer_heads: int = setting(4, "with decoder=transformer: attention heads; train.units must be a "
@@ -91,12 +103,26 @@ class CaptionConfig:
     share_model: bool = setting(False, "one copy of the model per machine, shared by its worker processes "
                                        "(Beam's share_model_across_processes): for a GPU worker with many cores")
     model_copies: int = setting(1, "with share_model: how many shared copies a machine loads", minimum=1)
+    meteor: bool = setting(True, "score METEOR (Java, with a 2 GB heap per worker process, started by the first "
+                                 "caption with references); false lists it as skipped in metrics.json")
 
     def __post_init__(self):
         check_section(self, "caption")
 
 
-SECTIONS = {"extract": ExtractConfig, "train": TrainConfig, "caption": CaptionConfig}
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """`text`: how captions are cleaned into tokens, decided once at extraction (the manifest records it)."""
+    cleaning: str = setting(text.TUTORIAL, "tutorial: the classic tutorials' (one-letter words such as 'a' "
+                                           "dropped); keep_articles: one-letter words kept. Read at extraction; "
+                                           "the trainer and the caption job use what the features or bundle "
+                                           "record", choices=text.CLEANINGS)
+
+    def __post_init__(self):
+        check_section(self, "text")
+
+
+SECTIONS = {"extract": ExtractConfig, "train": TrainConfig, "caption": CaptionConfig, "text": TextConfig}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +131,7 @@ class Config:
     extract: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     caption: CaptionConfig = dataclasses.field(default_factory=CaptionConfig)
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
         """Plain values, as bundle.json records them."""

@@ -24,6 +24,7 @@ from pipelines import progress
 from pipelines.caption import outputs
 from pipelines.caption.captioner_handler import FEATURES, IMAGES, CaptionerModelHandler
 from pipelines.caption.gallery import thumbnail_data_uri
+from pipelines.caption.scoring import ScoreCaptions
 from pipelines.inputs import joins
 from pipelines.inputs import sources as read
 from pipelines.inputs.dead_letters import DEAD_LETTER, NAMESPACE, dead_letter
@@ -53,8 +54,14 @@ class CaptionSettings:
         return FEATURES if self.features else IMAGES
 
 
+def _first(values):
+    """The COCO id a join found for an image (the smallest, should files disagree), or None."""
+    return min(values) if values else None
+
+
 def _image_inputs(pipeline, settings: CaptionSettings):
-    """Images with their references: (id, path, references), what the join refused, and the matched images."""
+    """Images with their references: (id, path, raw references, COCO id), what the join refused, and the matched
+    images."""
     refused, listed_refs = [], None
     if settings.image_list:
         listed = pipeline | "ImageList" >> read.ImagesFromListing(settings.image_list)
@@ -69,50 +76,62 @@ def _image_inputs(pipeline, settings: CaptionSettings):
         pairs = pipeline | "References" >> read.ReadCaptionPairs(settings.references)
         data["references"] = pairs["pairs"]
         refused.append(pairs[read.BAD_LINES])
+        if pairs["coco_ids"] is not None:
+            data["coco_id"] = pairs["coco_ids"]
     elif listed_refs is not None:
         data["references"], scheme = listed_refs, sources.BY_ID
     if settings.include:
         data["include"] = pipeline | "Include" >> read.ReadNames(settings.include, True)
     if not data:
-        return (images | "NoData" >> beam.Map(lambda image: (image[0], image[1], ())) | "Spread" >> beam.Reshuffle(),
+        return (images | "NoData" >> beam.Map(lambda image: (image[0], image[1], (), None))
+                | "Spread" >> beam.Reshuffle(),
                 {}, images, refused)
     joined = images | "JoinByName" >> joins.JoinByName(
         scheme, ambiguous_tags=("references",) if "references" in data else (),
         required="include" if settings.include else None, **data)
-    with_refs = joined.images | "CleanReferences" >> beam.Map(lambda e: (e[0], e[1], tuple(
-        sorted(c for c in (text.clean_caption(r) for r in e[2].get("references", [])) if c))))
+    with_refs = joined.images | "RawReferences" >> beam.Map(lambda e: (e[0], e[1], tuple(
+        sorted(r for r in e[2].get("references", []) if r.strip())), _first(e[2].get("coco_id"))))
     return with_refs, {"dead": joined[DEAD_LETTER], "excluded": joined[joins.EXCLUDED],
                        "orphans": joined[joins.ORPHANS]}, images, refused
 
 
 def _feature_records(pipeline, settings: CaptionSettings):
-    """The split's stored records as (id, path, references, stored features), in the dtype stored."""
+    """The split's stored records as (id, path, raw references, COCO id, stored features), in the dtype stored."""
     info = settings.features_manifest["features"]
     files = manifest.shard_files(settings.features_manifest, settings.features, settings.split)
     return (pipeline
             | "Shards" >> beam.Create(files)
             | "ReadRecords" >> beam.io.ReadAllFromTFRecord()
             | "Parse" >> beam.Map(schema.parse_example_py)
-            | "Record" >> beam.Map(lambda r: (r["image_id"], r["image_path"], tuple(c for c in r["captions"] if c), {
-                name: schema.array_from_bytes(r[name], info[name]) for name in info if r[name] is not None})))
+            | "Record" >> beam.Map(lambda r: (
+                r["image_id"], r["image_path"], tuple(c for c in r["raw_captions"] if c), r["coco_id"],
+                {name: schema.array_from_bytes(r[name], info[name]) for name in info if r[name] is not None})))
 
 
 class MakeRow(beam.DoFn):
-    """((id, path, references, thumbnail), (caption, log-prob)) -> a caption row with smoothed sentence BLEU."""
+    """((id, path, raw references, COCO id, thumbnail), (caption, log-prob)) -> a caption row with smoothed
+    sentence BLEU.
 
-    def __init__(self):
+    References are cleaned the way the model's training captions were (`cleaning`, from bundle.json), so the
+    project's scores compare like with like; the raw ones go on to the COCO tokenization.
+    """
+
+    def __init__(self, cleaning: str = text.TUTORIAL):
+        self.cleaning = cleaning
         self.captioned = Metrics.counter(NAMESPACE, "images_captioned")
         self.unreferenced = Metrics.counter(NAMESPACE, "images_without_references")
 
     def process(self, element):
-        (image_id, path, references, thumbnail), result = element
+        (image_id, path, raw_references, coco_id, thumbnail), result = element
         caption, log_prob = result.inference
+        references = [c for c in (text.clean_caption(r, self.cleaning) for r in raw_references) if c]
         self.captioned.inc()
         if not references:
             self.unreferenced.inc()
         sentence = bleu.sentence_bleu([r.split() for r in references], caption.split()) if references else None
         yield {"image_id": image_id, "path": path, "caption": caption, "log_prob": float(log_prob),
-               "references": list(references), "sentence_bleu": sentence, "thumbnail": thumbnail}
+               "references": references, "raw_references": list(raw_references) if references else [],
+               "sentence_bleu": sentence, "coco_id": coco_id, "thumbnail": thumbnail}
 
 
 def _previous_ids(pipeline, settings: CaptionSettings):
@@ -141,9 +160,9 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
                                                         settings.config.extract.max_pixels)
         dead.append(decoded[DEAD_LETTER])
         keyed = decoded.images | "WithThumbnail" >> beam.Map(
-            lambda e: ((e[0], e[1], e[2], thumbnail_data_uri(e[3])), e[3]))
+            lambda e: ((e[0], e[1], e[2], e[3], thumbnail_data_uri(e[4])), e[4]))
     else:
-        keyed = todo | "KeyRecords" >> beam.Map(lambda e: ((e[0], e[1], e[2], None), e[3]))
+        keyed = todo | "KeyRecords" >> beam.Map(lambda e: ((e[0], e[1], e[2], e[3], None), e[4]))
 
     decode_args = {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
                    "max_length": decoding.max_length}
@@ -154,13 +173,15 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
     dead.append(failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
         lambda failure: [dead_letter(key[0], key[1], f"captioning failed on its batch: {failure[1]}", "caption")
                          for key, _ in failure[0]]))
+    cleaning = manifest.cleaning_of(settings.bundle)
     rows = (captioned
             | "Progress" >> progress.LogProgress("caption", "images captioned")
-            | "Rows" >> beam.ParDo(MakeRow()))
+            | "Rows" >> beam.ParDo(MakeRow(cleaning)))
+    scored = rows | "Score" >> ScoreCaptions(cleaning, decoding.meteor)
     dead_letters = dead | "AllDeadLetters" >> beam.Flatten()
     counted = {"matched": matched, "skipped_existing": skipped, **{name: refusals[name] for name in
                                                                    ("excluded", "orphans") if name in refusals},
                "lines_refused": (refused or [pipeline | "NoRefusedLines" >> beam.Create([])])
                | "Refused" >> beam.Flatten()}
-    written = (rows, dead_letters) | "Outputs" >> outputs.WriteOutputs(settings, counted)
-    return {"rows": rows, "dead_letters": dead_letters, "summary": written}
+    written = (scored["rows"], dead_letters, scored["metrics"]) | "Outputs" >> outputs.WriteOutputs(settings, counted)
+    return {"rows": scored["rows"], "dead_letters": dead_letters, "summary": written}

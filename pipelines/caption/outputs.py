@@ -1,15 +1,19 @@
 """The caption job's outputs, all written by Beam sinks in parallel, and bleu.json last.
 
-    captions-SSSSS-of-NNNNN.jsonl    one row per image (id, path, caption, log-prob, references, sentence BLEU)
+    captions-SSSSS-of-NNNNN.jsonl    one row per image (id, path, caption, log-prob, references, sentence
+                                     BLEU, CIDEr-D)
     captions-SSSSS-of-NNNNN.parquet  the same rows, PARQUET_SCHEMA (caption.parquet)
-    captions-SSSSS-of-NNNNN.csv      id, path, caption, log-prob, sentence BLEU (caption.csv)
+    captions-SSSSS-of-NNNNN.csv      id, path, caption, log-prob, sentence BLEU, CIDEr-D (caption.csv)
+    coco_results-SSSSS-of-NNNNN.json the captions as the official COCO evaluation reads them (coco_results.py)
     dead_letter-SSSSS-of-NNNNN.jsonl every image that got no caption, with the stage and the reason
     report.html                      the gallery of a bounded sample (sample.py)
-    bleu.json                        scores (a combine of statistics), counts, and the list of every file above
+    metrics.json                     everything: the field's scores in both tokenizations (scoring.py), what
+                                     was skipped and why, counts, the model, the list of every file above
+    bleu.json                        nltk BLEU (the project's score since the tutorials), counts, the files
 
 Nothing here collects the rows in one worker: the sinks write shards from every
 worker, scores are combines, the gallery a bounded sample. bleu.json is the
-commit marker: written after everything else, it names the run's files.
+commit marker: written after everything else (metrics.json just before it), it names the run's files.
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ import pyarrow as pa
 
 from captioner import manifest, storage
 from captioner.errors import InputError
-from captioner.layout import BLEU_JSON, CAPTIONS_PREFIX, DEAD_LETTER_PREFIX, REPORT_HTML
+from captioner.layout import BLEU_JSON, CAPTIONS_PREFIX, COCO_RESULTS_PREFIX, DEAD_LETTER_PREFIX, METRICS_JSON, \
+    REPORT_HTML
 from pipelines.caption.bleu_combine import CorpusBleuFn
+from pipelines.caption.coco_results import WriteCocoResults
 from pipelines.caption.gallery import render_gallery
 from pipelines.caption.sample import GallerySample
 from pipelines.inputs.dead_letters import to_json
@@ -32,12 +38,18 @@ from pipelines.inputs.dead_letters import to_json
 EXAMPLES_KEPT = 20
 PARQUET_SCHEMA = pa.schema([
     ("image_id", pa.string()), ("path", pa.string()), ("caption", pa.string()), ("log_prob", pa.float64()),
-    ("sentence_bleu", pa.float64()), ("references", pa.list_(pa.string()))])
-CSV_HEADER = ["image_id", "path", "caption", "log_prob", "sentence_bleu"]
+    ("sentence_bleu", pa.float64()), ("cider_d", pa.float64()), ("references", pa.list_(pa.string())),
+    ("coco_id", pa.int64())])
+CSV_HEADER = ["image_id", "path", "caption", "log_prob", "sentence_bleu", "cider_d"]
 
 
 def _plain(row: Dict) -> Dict:
-    return {name: row[name] for name in PARQUET_SCHEMA.names}
+    """A row as the files hold it: no thumbnail, no raw references (coco_id None unless a COCO file gave one)."""
+    return {name: row.get(name) for name in PARQUET_SCHEMA.names}
+
+
+def _score(value) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 def _jsonl(row: Dict) -> str:
@@ -46,9 +58,9 @@ def _jsonl(row: Dict) -> str:
 
 def _csv_line(row: Dict) -> str:
     buffer = io.StringIO()
-    score = "" if row["sentence_bleu"] is None else f"{row['sentence_bleu']:.6f}"
     csv.writer(buffer, lineterminator="").writerow(
-        [row["image_id"], row["path"], row["caption"], f"{row['log_prob']:.6f}", score])
+        [row["image_id"], row["path"], row["caption"], f"{row['log_prob']:.6f}", _score(row["sentence_bleu"]),
+         _score(row["cider_d"])])
     return buffer.getvalue()
 
 
@@ -77,7 +89,8 @@ def identity_of(bundle: Dict) -> Dict:
 
 
 class WriteOutputs(beam.PTransform):
-    """(rows, dead letters) -> every output file, then bleu.json; returns bleu.json's content."""
+    """(rows, dead letters, metrics) -> every output file, metrics.json, then bleu.json; returns bleu.json's
+    content."""
 
     def __init__(self, settings, counted: Dict[str, beam.PCollection]):
         super().__init__()
@@ -93,10 +106,12 @@ class WriteOutputs(beam.PTransform):
                                                                num_shards=cfg.num_shards, **options)
 
     def expand(self, inputs):
-        rows, dead = inputs
+        rows, dead, metrics = inputs
         cfg, side = self.settings.config.caption, beam.pvalue.AsSingleton
         files = {"captions_jsonl": self._sink(rows | "Json" >> beam.Map(_jsonl), "Jsonl", ".jsonl"),
-                 "dead_letters": self._sink(dead | "DeadJson" >> beam.Map(to_json), "DeadLetters", ".jsonl")}
+                 "dead_letters": self._sink(dead | "DeadJson" >> beam.Map(to_json), "DeadLetters", ".jsonl"),
+                 "coco_results": rows | "CocoResults" >> WriteCocoResults(
+                     storage.join(self.settings.output, COCO_RESULTS_PREFIX), cfg.num_shards)}
         if cfg.parquet:
             files["captions_parquet"] = self._sink(rows | "Plain" >> beam.Map(_plain), "Parquet", ".parquet")
         if cfg.csv:
@@ -117,10 +132,11 @@ class WriteOutputs(beam.PTransform):
                    | "Summarize" >> beam.Map(self._summary, corpus=side(scores), refused_examples=examples, **counted))
         report = (rows
                   | "Gallery" >> GallerySample(cfg.gallery_size)
-                  | "WriteReport" >> beam.Map(self._write_report, summary=side(summary)))
+                  | "WriteReport" >> beam.Map(self._write_report, summary=side(summary), metrics=side(metrics)))
         written = {name: beam.pvalue.AsList(pcoll) for name, pcoll in files.items()}
         return (summary
-                | "WriteSummary" >> beam.Map(self._write_summary, report=side(report), **written))
+                | "WriteSummary" >> beam.Map(self._write_summary, report=side(report), metrics=side(metrics),
+                                             **written))
 
     def _summary(self, _, corpus: Dict, refused_examples, **counts: int) -> Dict:
         decoding = self.settings.config.caption
@@ -144,13 +160,16 @@ class WriteOutputs(beam.PTransform):
             "reference_length": corpus["reference_length"],
         }
 
-    def _write_report(self, rows: List[Dict], summary: Dict) -> str:
-        storage.write_text(storage.join(self.settings.output, REPORT_HTML), render_gallery(rows, summary))
+    def _write_report(self, rows: List[Dict], summary: Dict, metrics: Dict) -> str:
+        storage.write_text(storage.join(self.settings.output, REPORT_HTML), render_gallery(rows, summary, metrics))
         return REPORT_HTML
 
-    def _write_summary(self, summary: Dict, report: str, **files: List[str]) -> Dict:
+    def _write_summary(self, summary: Dict, report: str, metrics: Dict, **files: List[str]) -> Dict:
+        """metrics.json (everything), then bleu.json: the marker that the run finished, listing its files."""
         out = self.settings.output
-        summary = dict(summary, gallery=report, files={
-            name: sorted(manifest.relative_to(out, path) for path in paths) for name, paths in files.items()})
+        listed = {name: sorted(manifest.relative_to(out, path) for path in paths) for name, paths in files.items()}
+        summary = dict(summary, gallery=report, files=dict(listed, metrics=[METRICS_JSON]))
+        storage.write_text(storage.join(out, METRICS_JSON), json.dumps(dict(summary, **metrics), indent=2,
+                                                                       sort_keys=True) + "\n")
         storage.write_text(storage.join(out, BLEU_JSON), json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
