@@ -1,8 +1,9 @@
-"""Caption and split files: the Flickr8k token file, Kaggle-style CSV, and the split lists.
+"""Caption and split files: the Flickr8k token file, Kaggle-style CSV, the split lists, and (detected here,
+read in annotations.py) COCO caption annotations and Karpathy split files.
 
 Both pipelines read captions through here: extraction to build the records,
 caption-and-score to read references. Keys are what the file spells: file
-base names (`1000268201_693b08cb0e.jpg`) in Flickr8k's files, or paths.
+base names (`1000268201_693b08cb0e.jpg`) in Flickr8k's files, COCO's and Karpathy's, or paths.
 A UTF-8 byte-order mark, CRLF line ends and blank lines are read as plain text
 would be; an empty file, or one whose first line is neither format, is refused
 before any work starts, and a malformed line later on is refused with its text.
@@ -15,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from captioner import sources, storage
+from captioner import annotations, sources, storage
 from captioner.errors import InputError
 from captioner.layout import SPLIT_FILES
 
@@ -27,12 +28,27 @@ class CaptionFileError(InputError, ValueError):
     """A caption or split file that cannot be read as any supported format."""
 
 
+def file_format(path: str) -> str:
+    """The format of a caption file, from its first bytes: a JSON one (annotations.FORMATS) or a text one."""
+    with FileSystems.open(storage.first_match(path)) as handle:
+        head = handle.read(annotations.HEAD_BYTES).decode("utf-8", errors="replace")
+    fmt = annotations.detect(head)
+    if fmt:
+        return fmt
+    if sources.strip_bom(head).lstrip().startswith("{"):
+        raise CaptionFileError(f"{path} is JSON but names no 'images' in its first {annotations.HEAD_BYTES} bytes: "
+                               "a caption file in JSON is a COCO caption annotation file or a Karpathy split file "
+                               "(a JSONL listing of images goes to --image_list)")
+    return detect_format(head.splitlines()[0] if head.strip() else "", path)
+
+
 def detect_format(first_line: str, path: str) -> str:
     """Tells the token file (`<image>#<n><TAB><caption>`) from a CSV with an `image,caption` header."""
     first_line = sources.strip_bom(first_line)
     if not first_line.strip():
         raise CaptionFileError(f"{path} is empty or starts with a blank line; a caption file starts with its first "
-                               "'<image>#<n><TAB><caption>' line or an 'image,caption' CSV header")
+                               "'<image>#<n><TAB><caption>' line or an 'image,caption' CSV header, or is a COCO "
+                               "or Karpathy JSON file")
     header = [cell.strip().lower() for cell in next(csv.reader([first_line]), [])]
     if header[:2] == ["image", "caption"]:
         return CSV_FORMAT
@@ -40,7 +56,7 @@ def detect_format(first_line: str, path: str) -> str:
         return TOKEN_FORMAT
     raise CaptionFileError(
         f"{path}: first line {first_line[:80]!r} is neither a Flickr8k token line "
-        "('<image>#<n><TAB><caption>') nor a CSV header 'image,caption'")
+        "('<image>#<n><TAB><caption>'), a CSV header 'image,caption', nor the start of a COCO or Karpathy JSON file")
 
 
 def parse_line(line: str, fmt: str) -> Optional[Tuple[str, str]]:
@@ -74,7 +90,10 @@ def first_line(path: str) -> str:
 
 
 def key_scheme(path: str) -> str:
-    """sources.BY_ID when a caption file keys images by path, BY_NAME when by file name (from its first keys)."""
+    """sources.BY_ID when a caption file keys images by path, BY_NAME when by file name (from its first keys;
+    COCO and Karpathy files key by file name)."""
+    if file_format(path) in annotations.FORMATS:
+        return sources.BY_NAME
     lines = first_lines(path, 3)
     fmt = detect_format(lines[0] if lines else "", path)
     keys = [parsed[0] for parsed in (parse_line(line, fmt) for line in lines) if parsed]

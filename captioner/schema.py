@@ -1,6 +1,7 @@
 """The TFRecord schema shared by every stage: the only place feature keys are spelled.
 
-One `tf.train.Example` per image holds its identity, split, all of its captions
+One `tf.train.Example` per image holds its identity (and its COCO id when a COCO or
+Karpathy caption file gave one), split, all of its captions
 (cleaned, space-joined tokens, plus the originals) and the encoder output as raw
 bytes in the dtype the encoder produced (a uint8-quantized encoder stays uint8,
 so shards stay small). Shapes, dtypes and quantization live in the manifest.
@@ -17,6 +18,7 @@ SCHEMA_VERSION = 1
 IMAGE_ID = "image/id"
 IMAGE_PATH = "image/path"
 SPLIT = "image/split"
+COCO_ID = "image/coco_id"  # optional: only records whose captions came with a COCO id have it
 CAPTIONS = "caption/clean"
 RAW_CAPTIONS = "caption/raw"
 POOLED = "features/pooled"
@@ -31,7 +33,7 @@ def _bytes(values: Sequence[bytes]) -> tf.train.Feature:
 
 def make_example(image_id: str, image_path: str, split: str,
                  captions: Sequence[str], raw_captions: Sequence[str],
-                 pooled: np.ndarray, spatial: Optional[np.ndarray] = None) -> bytes:
+                 pooled: np.ndarray, spatial: Optional[np.ndarray] = None, coco_id: Optional[int] = None) -> bytes:
     """Serializes one image's record; arrays are stored as C-order raw bytes."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
@@ -45,6 +47,8 @@ def make_example(image_id: str, image_path: str, split: str,
     }
     if spatial is not None:
         feature[SPATIAL] = _bytes([np.ascontiguousarray(spatial).tobytes()])
+    if coco_id is not None:
+        feature[COCO_ID] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(coco_id)]))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString()
 
@@ -91,6 +95,7 @@ def parse_example_py(serialized: bytes) -> dict:
         "raw_captions": strings(RAW_CAPTIONS),
         "pooled": feature[POOLED].bytes_list.value[0],
         "spatial": feature[SPATIAL].bytes_list.value[0] if SPATIAL in feature else None,
+        "coco_id": feature[COCO_ID].int64_list.value[0] if COCO_ID in feature else None,
     }
     return record
 

@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from captioner import bundle, captions, cli, manifest, output_folder, schema, sources, storage
 from captioner import config as configs
 from captioner.errors import UsageError
-from captioner.layout import BLEU_JSON, CAPTION_FILES, REPORT_HTML
+from captioner.layout import BLEU_JSON, CAPTION_FILES, METRICS_JSON, REPORT_HTML
 from pipelines import launch
 from pipelines.caption import graph, outputs
 
@@ -47,8 +47,10 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--split", default="test", choices=schema.SPLITS,
                         help="with --features: which split's shards to caption (default: %(default)s)")
     parser.add_argument("--references", default=None,
-                        help="with images: reference captions (Flickr8k token file or 'image,caption' CSV, keyed by "
-                             "file name or id) to score against; with --features the stored captions are the references")
+                        help="with images: reference captions to score against: a Flickr8k token file or "
+                             "'image,caption' CSV (keyed by file name or id), a COCO caption annotation file or a "
+                             "Karpathy split file (keyed by file name; their COCO ids go into coco_results-*.json); "
+                             "with --features the stored captions are the references")
     parser.add_argument("--output", required=True, help="output folder (local or gs://)")
     parser.add_argument("--skip_existing", action="append", default=[], metavar="OUTPUT",
                         help="an earlier caption output folder: images captioned there are not captioned again "
@@ -120,11 +122,24 @@ def run(argv: Optional[List[str]] = None) -> dict:
     if not launch.run_to_completion(lambda p: graph.build_pipeline(p, settings), PipelineOptions(beam_args)):
         return {}
     summary = json.loads(storage.read_text(storage.join(args.output, BLEU_JSON)))
-    print(describe(summary, args.output, time.time() - started))
+    metrics = json.loads(storage.read_text(storage.join(args.output, METRICS_JSON)))
+    print(describe(summary, args.output, time.time() - started, metrics))
     return summary
 
 
-def describe(summary: dict, output: str, seconds: float) -> str:
+def _field_scores(metrics: dict) -> List[str]:
+    """One line per tokenization scored (x 100, as papers print them), then what was skipped and why."""
+    lines = []
+    for name, entry in metrics.get("tokenizations", {}).items():
+        if entry.get("scores"):
+            shown = ", ".join(f"{metric} {'-' if value is None else f'{100 * value:.1f}'}"
+                              for metric, value in entry["scores"].items())
+            lines.append(f"{name + ' tokenization:':22}{shown}")
+    lines += [f"skipped {what}: {reason}" for what, reason in sorted(metrics.get("skipped", {}).items())]
+    return lines
+
+
+def describe(summary: dict, output: str, seconds: float, metrics: Optional[dict] = None) -> str:
     counts = summary["counts"]
     bleu = summary["bleu"]
     scores = ("BLEU-1..4 " + " / ".join(f"{100 * b:.1f}" for b in bleu)) if bleu else "no references: not scored"
@@ -133,7 +148,9 @@ def describe(summary: dict, output: str, seconds: float) -> str:
     return (f"captioned {counts['captioned']} of {counts['images_matched']} images in {seconds:.0f} s "
             f"({counts['dead_letters']} dead letters, {counts['without_references']} without references"
             f"{''.join(', ' + other for other in others)}); {scores}\n"
+            + "".join(line + "\n" for line in _field_scores(metrics or {})) +
             f"captions: {len(summary['files']['captions_jsonl'])} captions-*.jsonl files in {output}\n"
+            f"scores:   {storage.join(output, METRICS_JSON)} (everything), {storage.join(output, BLEU_JSON)}\n"
             f"gallery:  {storage.join(output, REPORT_HTML)}")
 
 

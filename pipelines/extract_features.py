@@ -18,7 +18,7 @@ from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from captioner import captions, cli, encoders, manifest, output_folder, sources, storage
+from captioner import annotations, captions, cli, encoders, manifest, output_folder, sources, storage
 from captioner import config as configs
 from captioner.errors import InputError, UsageError
 from captioner.layout import FEATURES_FILES, MANIFEST_FILE
@@ -39,11 +39,14 @@ def build_parser() -> cli.ArgumentParser:
     source.add_argument("--retry_dead_letters", metavar="PATTERN",
                         help="the dead_letter-*.jsonl files of an earlier run: extract just those images again")
     parser.add_argument("--captions", default=None,
-                        help="caption file: Flickr8k token file ('<image>#<n><TAB><caption>') or CSV with an "
-                             "'image,caption' header, keyed by file name or by id; leave out for an inference set "
-                             "without captions (or use a listing with captions)")
+                        help="caption file (or glob): Flickr8k token file ('<image>#<n><TAB><caption>') or CSV with "
+                             "an 'image,caption' header, keyed by file name or by id; a COCO caption annotation file "
+                             "(captions_train2014.json) or a Karpathy split file (dataset_coco.json: it decides the "
+                             "splits, restval goes to train, val to dev), keyed by file name; leave out for an "
+                             "inference set without captions (or use a listing with captions)")
     parser.add_argument("--splits", default=None,
-                        help="folder with Flickr_8k.{train,dev,test}Images.txt; images in none go to 'unsplit'")
+                        help="folder with Flickr_8k.{train,dev,test}Images.txt; images in none go to 'unsplit' "
+                             "(not with a Karpathy --captions file, which holds the splits)")
     parser.add_argument("--output", required=True,
                         help="output folder for shards, manifest and vocabulary (local or gs://)")
     parser.add_argument("--skip_existing", default=None, metavar="FEATURES",
@@ -62,6 +65,9 @@ def build_parser() -> cli.ArgumentParser:
 
 def _key_scheme(args) -> str:
     """What the caption and split files key images by; they must agree."""
+    if args.captions and args.splits and captions.file_format(args.captions) == annotations.KARPATHY_FORMAT:
+        raise UsageError(f"--captions {args.captions} is a Karpathy split file, which says each image's split "
+                         "itself; leave --splits out")
     schemes = {}
     if args.captions:
         schemes["--captions"] = captions.key_scheme(args.captions)
@@ -75,15 +81,18 @@ def _key_scheme(args) -> str:
     return next(iter(schemes.values()), sources.BY_NAME)
 
 
-def _previous(args, encoder) -> Optional[dict]:
+def _previous(args, encoder, cleaning: str) -> Optional[dict]:
     """The manifest of the --skip_existing folder, checked to fit this run."""
     if not args.skip_existing:
         return None
     if args.skip_existing.rstrip("/") == args.output.rstrip("/"):
         raise UsageError("--skip_existing and --output are the same folder; write the new images to a new --output "
                          "(its manifest lists the earlier shards too)")
-    previous = manifest.read(args.skip_existing)
+    previous = manifest.read(args.skip_existing, "--skip_existing")
     manifest.check_compatible(previous, encoder.identity, encoder.feature_info(), source=args.skip_existing)
+    if manifest.cleaning_of(previous) != cleaning:
+        raise UsageError(f"--skip_existing {args.skip_existing} cleaned its captions with text.cleaning="
+                         f"{manifest.cleaning_of(previous)}, this run with {cleaning}: use the same cleaning")
     if "counts_file" not in previous["vocabulary"]:
         raise InputError(f"--skip_existing {args.skip_existing} was extracted before word counts were kept, so its "
                          "vocabulary cannot be merged; re-extract it once without --skip_existing")
@@ -97,7 +106,8 @@ def settings_from(args) -> graph.ExtractSettings:
     if args.encoder_threads is not None and args.encoder_threads < 1:
         raise UsageError(f"--encoder_threads {args.encoder_threads}: an encoder needs at least 1 thread")
     flags = {key: value for key, value in (("encoder", args.encoder), ("weights", args.weights)) if value}
-    cfg = configs.load(args.config, args.overrides).with_values("--encoder/--weights", extract=flags).extract
+    config = configs.load(args.config, args.overrides).with_values("--encoder/--weights", extract=flags)
+    cfg = config.extract
     for pattern, flag in ((args.images, "--images"), (args.image_list, "--image_list"),
                           (args.retry_dead_letters, "--retry_dead_letters")):
         if pattern:
@@ -111,7 +121,8 @@ def settings_from(args) -> graph.ExtractSettings:
         output=args.output, encoder_identity=encoder.identity, feature_info=encoder.feature_info(), config=cfg,
         images=args.images, image_list=args.image_list, retry_dead_letters=args.retry_dead_letters,
         captions=args.captions, splits=args.splits, key_scheme=_key_scheme(args), skip_existing=args.skip_existing,
-        previous_manifest=_previous(args, encoder), encoder_threads=args.encoder_threads)
+        previous_manifest=_previous(args, encoder, config.text.cleaning), encoder_threads=args.encoder_threads,
+        cleaning=config.text.cleaning)
     output_folder.prepare(args.output, MANIFEST_FILE, FEATURES_FILES, args.overwrite, "extraction")
     return settings
 

@@ -13,9 +13,10 @@ from PIL import Image
 
 from captioner import captions as caption_files
 from captioner import demo_data, storage, text
-from captioner.layout import BLEU_JSON, REPORT_HTML
+from captioner.layout import BLEU_JSON, METRICS_JSON, REPORT_HTML
 from pipelines import caption_and_score, extract_features
 from pipelines.caption import outputs
+from tests import coco_eval, field_formats
 from tests.synthetic_features import write_synthetic_features
 from trainer import task
 
@@ -53,8 +54,10 @@ def _rows(output: str) -> list:
             for line in storage.read_text(path).splitlines()]
 
 
-def _caption(export: str, output: str, *flags: str) -> dict:
-    return caption_and_score.run(["--config", "local", "--model", export, "--output", output, *flags])
+def _caption(export: str, output: str, *flags: str, meteor: bool = False) -> dict:
+    """Runs the caption job; METEOR (a 2 GB Java process, seconds to start) only where a test reads it."""
+    return caption_and_score.run(["--config", "local", "--model", export, "--output", output,
+                                  "--set", f"caption.meteor={str(meteor).lower()}", *flags])
 
 
 def test_images_are_captioned_or_dead_lettered_and_bleu_equals_nltk(trained, tmp_path):
@@ -98,6 +101,33 @@ def test_images_are_captioned_or_dead_lettered_and_bleu_equals_nltk(trained, tmp
         ({k: v for k, v in r.items()} for r in rows), key=lambda r: r["image_id"])
     report = storage.read_text(os.path.join(output, REPORT_HTML))
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in report and XSS_NAME not in report
+
+
+def test_coco_results_score_with_the_official_evaluation_as_metrics_json_says(trained, tmp_path, coco_scorers):
+    """References from a COCO annotation file; the job's coco_results-*.json scored by pycocotools and
+    pycocoevalcap equals what its metrics.json reports for the COCO tokenization, every score."""
+    data, export = trained
+    test_ids = caption_files.read_split_ids(os.path.join(data, "Flickr_8k.testImages.txt"))
+    references = caption_files.read_captions(os.path.join(data, "captions.txt"))
+    ids = {name: 391000 + number for number, name in enumerate(sorted(test_ids))}
+    annotations = field_formats.write_coco(str(tmp_path / "captions_test.json"),
+                                           {name: references[name] for name in test_ids}, ids)
+    output = str(tmp_path / "out")
+    summary = _caption(export, output, "--images", os.path.join(data, "images", "*"), "--references", annotations,
+                       "--include", os.path.join(data, "Flickr_8k.testImages.txt"), FN_API, meteor=True)
+    results = [entry for name in summary["files"]["coco_results"]
+               for entry in json.loads(storage.read_text(os.path.join(output, name)))]
+    assert sorted(entry["image_id"] for entry in results) == sorted(ids.values())
+    assert {r["coco_id"]: r["caption"] for r in _rows(output)} == {e["image_id"]: e["caption"] for e in results}
+
+    metrics = json.loads(storage.read_text(os.path.join(output, METRICS_JSON)))
+    reported = metrics["tokenizations"]["coco"]["scores"]
+    official = coco_eval.evaluate_files(coco_scorers, annotations, results)
+    for name, value in official.items():
+        tolerance = coco_eval.TOLERANCE.get(name, coco_eval.DEFAULT_TOLERANCE)
+        assert reported[name] == pytest.approx(value, abs=tolerance), (name, reported[name], value)
+    assert set(metrics["skipped"]) == {"SPICE"} and metrics["files"] == dict(summary["files"])
+    assert metrics["tokenizations"]["project"]["scores"]["BLEU-4"] == pytest.approx(summary["bleu"][3], abs=0.02)
 
 
 def test_features_fast_path_uses_stored_references(trained, tmp_path):

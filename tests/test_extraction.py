@@ -9,10 +9,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from captioner import captions as caption_files
 from captioner import config, demo_data, manifest, schema, storage, text
-from captioner.errors import InputError, OutputError
-from captioner.layout import MANIFEST_FILE, VOCABULARY_FILE
+from captioner.errors import InputError, OutputError, UsageError
+from captioner.layout import MANIFEST_FILE, SPLIT_FILES, VOCABULARY_FILE
 from pipelines import caption_and_score, extract_features
+from tests import field_formats
 from tests.conftest import LEGACY_EXPORT
 from tests.image_zoo import write_image_zoo
 from trainer import data as data_lib
@@ -242,3 +244,26 @@ def test_a_second_smaller_extraction_into_the_same_output_is_all_its_readers_see
     summary = caption_and_score.run(["--model", LEGACY_EXPORT, "--features", output, "--split", "train",
                                      "--output", str(tmp_path / "captions"), "--runner=FnApiRunner"])
     assert summary["counts"]["captioned"] == summary["counts"]["images_matched"] == second["counts"]["train"]
+
+
+def test_a_karpathy_split_file_decides_the_splits_and_gives_coco_ids(tmp_path):
+    data = str(tmp_path / "data")
+    demo_data.generate(data, num_images=12)
+    captions = caption_files.read_captions(os.path.join(data, "captions.txt"))
+    lists = {split: caption_files.read_split_ids(os.path.join(data, name)) for split, name in SPLIT_FILES.items()}
+    karpathy_split = {"train": "restval", "dev": "val", "test": "test"}
+    splits = {name: karpathy_split[split] for split, names in lists.items() for name in names}
+    ids = {name: 500 + number for number, name in enumerate(sorted(captions))}
+    karpathy = field_formats.write_karpathy(str(tmp_path / "dataset_coco.json"), captions, splits, ids, "coco")
+    images = os.path.join(data, "images", "*")
+    with pytest.raises(UsageError, match="Karpathy split file.*leave --splits out"):
+        extract_features.run(["--config", "local", "--images", images, "--captions", karpathy, "--splits", data,
+                              "--output", str(tmp_path / "refused")])
+    written = extract_features.run(["--config", "local", "--images", images, "--captions", karpathy,
+                                    "--output", str(tmp_path / "features"), "--runner=FnApiRunner"])
+    records = [schema.parse_example_py(r) for r in _records(str(tmp_path / "features"))]
+    assert {r["image_id"]: r["split"] for r in records} == {
+        name: split for split, names in lists.items() for name in names}
+    assert {r["image_id"]: r["coco_id"] for r in records} == ids
+    assert {r["image_id"]: sorted(r["raw_captions"]) for r in records} == {n: sorted(c) for n, c in captions.items()}
+    assert written["counts"] == {split: len(lists.get(split, [])) for split in schema.SPLITS}

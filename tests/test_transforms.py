@@ -1,5 +1,6 @@
 """The Beam transforms one by one, on TestPipeline with assert_that: fast, no model, no training."""
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -9,7 +10,8 @@ from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.testing.util import assert_that, equal_to
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-from captioner import schema, sources
+from captioner import captions as caption_files
+from captioner import schema, sources, text
 from pipelines.caption.graph import MakeRow
 from pipelines.caption.sample import GallerySample
 from pipelines.extract.records import AssembleRecord, AssignSplit
@@ -17,7 +19,7 @@ from pipelines.inputs import joins
 from pipelines.inputs import sources as read
 from pipelines.inputs.dead_letters import DEAD_LETTER
 from pipelines.inputs.decode import DecodeImages
-from tests import image_zoo
+from tests import field_formats, image_zoo
 from tests.conftest import in_process_pipeline
 
 
@@ -126,38 +128,79 @@ def test_caption_files_with_a_bom_crlf_blank_lines_and_bad_lines(tmp_path):
         assert_that(csv[read.BAD_LINES], equal_to(["lonely"]), label="csv refused")
 
 
+def test_coco_and_karpathy_files_give_captions_splits_and_coco_ids(tmp_path):
+    captions = {"COCO_val2014_000000000042.jpg": ["A man riding a wave.", "A surfer, on a wave"],
+                "COCO_val2014_000000000073.jpg": ["Two dogs play."], "COCO_val2014_000000000074.jpg": ["A cat."],
+                "COCO_val2014_000000000133.jpg": ["A red bus."]}
+    ids = {name: int(name[-10:-4]) for name in captions}
+    coco = field_formats.write_coco(str(tmp_path / "captions_val2014.json"), captions, ids)
+    document = json.load(open(coco))
+    document["annotations"].append({"image_id": 999, "id": 7, "caption": "names no listed image"})
+    json.dump(document, open(coco, "w"))
+    splits = dict(zip(sorted(captions), ["train", "restval", "val", "test"]))
+    karpathy = field_formats.write_karpathy(str(tmp_path / "dataset_coco.json"), captions, splits, ids, "coco")
+    pairs = sorted((name, c) for name, caps in captions.items() for c in caps)
+    with in_process_pipeline() as p:
+        from_coco = p | "Coco" >> read.ReadCaptionPairs(coco)
+        from_karpathy = p | "Karpathy" >> read.ReadCaptionPairs(karpathy)
+        assert_that(from_coco["pairs"], equal_to(pairs), label="coco captions")
+        assert_that(from_coco["coco_ids"], equal_to(list(ids.items())), label="coco ids")
+        assert_that(from_coco[read.BAD_LINES] | Map(lambda line: "999" in line), equal_to([True]), label="bad")
+        assert_that(from_karpathy["pairs"], equal_to(pairs), label="karpathy captions")
+        assert_that(from_karpathy["splits"], equal_to(list(zip(sorted(captions), ["train", "train", "dev", "test"]))),
+                    label="karpathy splits")
+        assert_that(from_karpathy["coco_ids"], equal_to(list(ids.items())), label="karpathy ids")
+    assert from_coco["splits"] is None
+    assert caption_files.key_scheme(coco) == caption_files.key_scheme(karpathy) == sources.BY_NAME
+
+
+def test_a_json_caption_file_in_neither_format_is_refused_before_the_job(tmp_path):
+    listing = tmp_path / "list.jsonl"
+    listing.write_text('{"path": "a.jpg", "caption": "A dog."}\n')
+    with pytest.raises(caption_files.CaptionFileError, match="names no 'images'.*--image_list"):
+        read.ReadCaptionPairs(str(listing))
+
+
 def test_split_assignment_and_record_assembly():
     pooled = np.arange(4, dtype=np.uint8)
-    joined = [("a.jpg", "/d/a.jpg", {"captions": ["The dog runs!", "A dog, running"], "splits": ["train"]}),
+    joined = [("a.jpg", "/d/a.jpg", {"captions": ["The dog runs!", "A dog, running"], "splits": ["train"],
+                                     "coco_id": [7, 7]}),
               ("b.jpg", "/d/b.jpg", {"captions": [], "splits": []}),
-              ("c.jpg", "/d/c.jpg", {"captions": ["x"], "splits": ["train", "test"]})]
+              ("c.jpg", "/d/c.jpg", {"captions": ["x"], "splits": ["train", "test"]}),
+              ("d.jpg", "/d/d.jpg", {"captions": ["x"], "splits": ["test"], "coco_id": [3, 4]})]
     with in_process_pipeline() as p:
         assigned = p | Create(joined) | ParDo(AssignSplit()).with_outputs(DEAD_LETTER, main="ok")
         encoded = assigned.ok | Map(lambda e: (e, PredictionResult(None, {"pooled": pooled})))
         assembled = encoded | ParDo(AssembleRecord()).with_outputs("train_captions", main="records")
         parsed = assembled.records | Map(lambda kv: (kv[0], schema.parse_example_py(kv[1])))
         summary = parsed | Map(lambda kv: (kv[0], kv[1]["image_id"], kv[1]["image_path"], kv[1]["captions"],
-                                           kv[1]["raw_captions"], list(np.frombuffer(kv[1]["pooled"], np.uint8))))
+                                           kv[1]["raw_captions"], list(np.frombuffer(kv[1]["pooled"], np.uint8)),
+                                           kv[1]["coco_id"]))
         assert_that(summary, equal_to([
             ("train", "a.jpg", "/d/a.jpg", ["dog running", "the dog runs"], ["A dog, running", "The dog runs!"],
-             [0, 1, 2, 3]),
-            ("unsplit", "b.jpg", "/d/b.jpg", [], [], [0, 1, 2, 3])]), label="records")
+             [0, 1, 2, 3], 7),
+            ("unsplit", "b.jpg", "/d/b.jpg", [], [], [0, 1, 2, 3], None)]), label="records")
         assert_that(assembled.train_captions, equal_to([["dog running", "the dog runs"]]), label="train")
         assert_that(assigned[DEAD_LETTER] | Map(lambda d: (d["image_id"], d["reason"])), equal_to(
-            [("c.jpg", "listed in 2 split files (test, train); list it in one")]), label="dead")
+            [("c.jpg", "listed in 2 split files (test, train); list it in one"),
+             ("d.jpg", "given 2 COCO ids (3, 4) by the caption files; an image has one")]), label="dead")
 
 
-@pytest.mark.parametrize("references", [("a dog runs on the grass", "the dog runs"), ()])
+@pytest.mark.parametrize("references", [("A dog runs on the grass.", "The dog runs"), ()])
 def test_make_row_scores_each_caption_with_smoothed_sentence_bleu(references):
-    element = (("a.jpg", "/d/a.jpg", references, None), PredictionResult(None, ("a dog runs", -1.5)))
+    """References arrive raw and are cleaned as the model's training captions were (text.cleaning=tutorial)."""
+    element = (("a.jpg", "/d/a.jpg", references, 9, None), PredictionResult(None, ("dog runs", -1.5)))
     with in_process_pipeline() as p:
         rows = p | Create([element]) | ParDo(MakeRow())
 
         def check(rows):
             (row,) = rows
-            assert row["references"] == list(references) and row["log_prob"] == -1.5
+            cleaned = [text.clean_caption(r) for r in references]
+            assert row["references"] == cleaned and row["log_prob"] == -1.5 and row["coco_id"] == 9
+            assert row["raw_references"] == list(references)
             if references:
-                expected = sentence_bleu([r.split() for r in references], "a dog runs".split(),
+                assert cleaned == ["dog runs on the grass", "the dog runs"]
+                expected = sentence_bleu([r.split() for r in cleaned], "dog runs".split(),
                                          smoothing_function=SmoothingFunction().method1)
                 assert row["sentence_bleu"] == pytest.approx(expected, abs=1e-12) and row["sentence_bleu"] > 0
             else:

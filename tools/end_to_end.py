@@ -20,7 +20,8 @@ from typing import Dict, List, Optional
 from captioner import config as configs
 from captioner import cli, demo_data, storage
 from captioner.errors import InputError
-from captioner.layout import BLEU_JSON, EXPORT_DIR, REPORT_HTML, SPLIT_FILES
+from captioner.layout import BLEU_JSON, EXPORT_DIR, METRICS_JSON, REPORT_HTML, SPLIT_FILES
+from captioner.metrics import report
 
 DEMO_IMAGES = 1000
 
@@ -98,7 +99,8 @@ def run(argv: Optional[List[str]] = None) -> Dict:
             "--output", captioned, "--overwrite", *(["--threads", "1"] if args.workers > 1 else []), *beam_flags]),
     ]
     summary = json.loads(storage.read_text(storage.join(captioned, BLEU_JSON)))
-    table = results_table(stages, summary, args, workdir)
+    metrics = json.loads(storage.read_text(storage.join(captioned, METRICS_JSON)))
+    table = results_table(stages, summary, metrics, args, workdir)
     print("\n" + table)
     storage.write_text(storage.join(workdir, "results.md"), table)
     if args.results:
@@ -107,7 +109,17 @@ def run(argv: Optional[List[str]] = None) -> Dict:
     return {"stages": stages, "summary": summary, "workdir": workdir}
 
 
-def results_table(stages: List[Dict], summary: Dict, args, workdir: str) -> str:
+def scores_table(metrics: Dict) -> str:
+    """metrics.json's corpus scores as a Markdown table (x 100), one row per tokenization, then what was skipped."""
+    header = "| tokenization | " + " | ".join(report.NAMES) + " |\n|" + " --- |" * (len(report.NAMES) + 1) + "\n"
+    rows = "".join(f"| {name} | " + " | ".join("-" if entry["scores"].get(n) is None else f"{100 * entry['scores'][n]:.1f}"
+                                               for n in report.NAMES) + " |\n"
+                   for name, entry in metrics["tokenizations"].items() if entry.get("scores"))
+    skipped = "".join(f"\nSkipped {what}: {reason}\n" for what, reason in sorted(metrics["skipped"].items()))
+    return header + rows + skipped
+
+
+def results_table(stages: List[Dict], summary: Dict, metrics: Dict, args, workdir: str) -> str:
     bleu = summary["bleu"] or [0.0] * 4
     counts = summary["counts"]
     rows = "\n".join(f"| {s['stage']} | {s['seconds']:.0f} | {s['peak_rss_mb']:.0f} |" for s in stages)
@@ -117,10 +129,11 @@ def results_table(stages: List[Dict], summary: Dict, args, workdir: str) -> str:
             f"| stage | wall s | peak RSS MB |\n| --- | --- | --- |\n{rows}\n"
             f"| total | {sum(s['seconds'] for s in stages):.0f} | {max(s['peak_rss_mb'] for s in stages):.0f} |\n\n"
             f"Test split: {counts['scored']} images scored, {counts['dead_letters']} dead letters. "
-            f"BLEU-1..4 (x100): {' / '.join(f'{100 * b:.1f}' for b in bleu)}\n\n"
+            f"BLEU-1..4 (x100, bleu.json): {' / '.join(f'{100 * b:.1f}' for b in bleu)}\n\n"
+            f"{scores_table(metrics)}\n"
             f"Encoder: {summary['model']['encoder']}; decoder: {summary['model']['decoder']}; "
             f"decoding: {json.dumps(summary['decoding'])}; config: {args.config} {' '.join(args.overrides)}\n\n"
-            f"Outputs: captions and BLEU in {storage.join(workdir, 'captions')} "
+            f"Outputs: captions and scores (metrics.json, bleu.json) in {storage.join(workdir, 'captions')} "
             f"(gallery: {storage.join(workdir, 'captions', REPORT_HTML)})\n")
 
 

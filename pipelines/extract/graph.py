@@ -3,7 +3,8 @@
 `build_pipeline` only constructs the graph (tests and the entry point call it);
 `pipelines/extract_features.py` parses flags, checks the inputs and runs it.
 
-    images (glob | listing | dead letters) -> join captions and splits by name (CoGroupByKey)
+    images (glob | listing | dead letters) -> join captions, splits (split lists or a Karpathy file) and COCO
+      ids by name (CoGroupByKey)
       -> [drop images already in an earlier folder] -> read + decode (dead letters) -> RunInference(encoder)
       -> one tf.train.Example per image -> shards per split (Beam sinks)
       -> word counts (+ the earlier folder's) -> vocabulary -> dead letters (sharded) -> manifest.json (last)
@@ -41,6 +42,7 @@ class ExtractSettings:
     encoder_identity: Dict
     feature_info: Dict
     config: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
+    cleaning: str = text.TUTORIAL            # text.cleaning: how captions become training targets
     images: Optional[str] = None             # a glob
     image_list: Optional[str] = None         # listing file(s), optionally with captions
     retry_dead_letters: Optional[str] = None  # dead-letter files of an earlier run: extract those images again
@@ -109,6 +111,9 @@ def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[s
             pairs = pipeline | "Captions" >> read.ReadCaptionPairs(settings.captions)
             data["captions"] = pairs["pairs"]
             refused.append(pairs[read.BAD_LINES])
+            for tag, found in (("splits", pairs["splits"]), ("coco_id", pairs["coco_ids"])):
+                if found is not None:
+                    data[tag] = found
         if settings.splits:
             data["splits"] = pipeline | "Splits" >> read.ReadSplits(settings.splits)
         scheme = sources.BY_ID if listed_captions is not None else settings.key_scheme
@@ -120,7 +125,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[s
         todo = assigned.ok
     else:
         orphans = pipeline | "NoCaptionFile" >> beam.Create([])
-        todo = (images | "Unsplit" >> beam.Map(lambda image: (image[0], image[1], "unsplit", ()))
+        todo = (images | "Unsplit" >> beam.Map(lambda image: (image[0], image[1], "unsplit", (), None))
                 | "Spread" >> beam.Reshuffle())
     skipped = pipeline | "NothingSkipped" >> beam.Create([])
     if settings.skip_existing:
@@ -132,14 +137,15 @@ def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[s
     handler = KeyedModelHandler(EncoderModelHandler(settings.encoder_identity, cfg.batch_size,
                                                     settings.encoder_threads))
     encoded, failed = (decoded.images
-                       | "KeyForInference" >> beam.Map(lambda e: (tuple(e[:4]), e[4]))
+                       | "KeyForInference" >> beam.Map(lambda e: (tuple(e[:5]), e[5]))
                        | "Encode" >> RunInference(handler).with_exception_handling())
     dead.append(failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
         lambda failure: [dead_letter(key[0], key[1], f"encoder failed on its batch: {failure[1]}", "encode")
                          for key, _ in failure[0]]))
     assembled = (encoded
                  | "Progress" >> progress.LogProgress("extract", "images encoded")
-                 | "Assemble" >> beam.ParDo(AssembleRecord()).with_outputs(TRAIN_CAPTIONS, main="records"))
+                 | "Assemble" >> beam.ParDo(AssembleRecord(settings.cleaning)).with_outputs(TRAIN_CAPTIONS,
+                                                                                           main="records"))
 
     by_split = assembled.records | "BySplit" >> beam.Partition(
         lambda record, _: schema.SPLITS.index(record[0]), len(schema.SPLITS))
@@ -208,7 +214,8 @@ def _write_manifest(_, settings: ExtractSettings, dead_files, dead_count: int, m
         settings.encoder_identity, settings.feature_info,
         counts={split: new_counts[split] + previous.get("counts", {}).get(split, 0) for split in schema.SPLITS},
         shards=shards, dead_letter_files=[manifest.relative_to(out, path) for path in dead_files],
-        min_word_count=settings.config.min_word_count, vocabulary_size=len(vocabulary), this_run=this_run)
+        min_word_count=settings.config.min_word_count, vocabulary_size=len(vocabulary), this_run=this_run,
+        cleaning=settings.cleaning)
     body["captions_without_images"] = this_run["captions_without_images"]
     if previous:
         body["merged_from"] = [settings.skip_existing] + previous.get("merged_from", [])

@@ -11,9 +11,11 @@ TRAIN_CAPTIONS = "train_captions"  # the cleaned captions of every train record,
 
 
 class AssignSplit(beam.DoFn):
-    """(id, path, {"captions": [...], "splits": [...]}) -> (id, path, split, sorted raw captions).
+    """(id, path, {"captions": [...], "splits": [...], "coco_id": [...]}) -> (id, path, split, sorted raw
+    captions, COCO id or None).
 
-    An image in no split list is 'unsplit'; one listed in two splits is a dead letter naming them.
+    An image in no split list is 'unsplit'; one listed in two splits, or given two COCO ids, is a dead letter
+    naming them.
     """
 
     def __init__(self):
@@ -26,24 +28,32 @@ class AssignSplit(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                 image_id, path, f"listed in {len(splits)} split files ({', '.join(splits)}); list it in one", "join"))
             return
+        coco_ids = sorted(set(data.get("coco_id", [])))
+        if len(coco_ids) > 1:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                image_id, path, f"given {len(coco_ids)} COCO ids ({', '.join(map(str, coco_ids))}) by the caption "
+                "files; an image has one", "join"))
+            return
         captions = tuple(sorted(data.get("captions", [])))
         if not captions:
             self.uncaptioned.inc()
-        yield image_id, path, splits[0] if splits else "unsplit", captions
+        yield image_id, path, splits[0] if splits else "unsplit", captions, coco_ids[0] if coco_ids else None
 
 
 class AssembleRecord(beam.DoFn):
-    """((id, path, split, raw captions), encoder result) -> (split, serialized Example); train captions tagged."""
+    """((id, path, split, raw captions, COCO id), encoder result) -> (split, serialized Example); train captions
+    tagged."""
 
-    def __init__(self):
+    def __init__(self, cleaning: str = text.TUTORIAL):
+        self.cleaning = cleaning
         self.records = Metrics.counter(NAMESPACE, "records_written")
 
     def process(self, element):
-        (image_id, path, split, raw), result = element
+        (image_id, path, split, raw, coco_id), result = element
         features = result.inference
-        cleaned = [c for c in (text.clean_caption(r) for r in raw) if c]
+        cleaned = [c for c in (text.clean_caption(r, self.cleaning) for r in raw) if c]
         self.records.inc()
         yield split, schema.make_example(image_id, path, split, cleaned, list(raw), features["pooled"],
-                                         features.get("spatial"))
+                                         features.get("spatial"), coco_id)
         if split == "train":
             yield beam.pvalue.TaggedOutput(TRAIN_CAPTIONS, cleaned)

@@ -8,6 +8,7 @@ is ever a side input.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -16,6 +17,7 @@ from typing import Dict
 import apache_beam as beam
 from apache_beam.io import fileio
 
+from captioner import annotations
 from captioner import captions as caption_files
 from captioner import sources, storage
 from captioner.errors import InputError
@@ -106,23 +108,60 @@ class _ParseCaptionLine(beam.DoFn):
             yield parsed
 
 
-class ReadCaptionPairs(beam.PTransform):
-    """A Flickr8k token file or `image,caption` CSV -> {"pairs": (key, raw caption), BAD_LINES: line text}.
+class _ParseAnnotationFile(beam.DoFn):
+    """One COCO or Karpathy JSON file -> (name, raw caption); tagged "split" and "coco_id" (name, value) pairs
+    and BAD_LINES for entries that name nothing usable."""
 
-    The format is read from the first line when the transform is made (before the job starts); a later line
-    that does not parse is not a caption: it goes to BAD_LINES, which the job reports with a count.
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        with readable.open() as handle:
+            try:
+                document = json.load(io.TextIOWrapper(handle, encoding="utf-8-sig"))
+            except ValueError as error:
+                raise InputError(f"{path} is not one JSON document ({error}); a COCO or Karpathy caption file is "
+                                 "a single JSON object") from None
+        for kind, name, value in annotations.entries(document, self.fmt, path):
+            if kind == annotations.CAPTION:
+                yield name, value
+            elif kind == annotations.BAD:
+                yield beam.pvalue.TaggedOutput(BAD_LINES, value)
+            else:
+                yield beam.pvalue.TaggedOutput(kind, (name, value))
+
+
+class ReadCaptionPairs(beam.PTransform):
+    """A caption file (or glob) -> {"pairs": (key, raw caption), BAD_LINES: what is not a caption,
+    "splits": (name, split) from a Karpathy file, "coco_ids": (name, COCO id)}; the last two are None when
+    the format has no such thing.
+
+    The format is read from the first bytes when the transform is made (before the job starts): a Flickr8k
+    token file or `image,caption` CSV is read line by line in parallel, a COCO or Karpathy JSON file whole,
+    by one worker per file (annotations.py). A line or entry that does not parse goes to BAD_LINES, which
+    the job reports with a count.
     """
 
     def __init__(self, path: str):
         super().__init__()
         self.path = path
-        self.format = caption_files.detect_format(caption_files.first_line(path), path)
+        self.format = caption_files.file_format(path)
 
     def expand(self, pipeline):
+        if self.format not in annotations.FORMATS:
+            parsed = (pipeline
+                      | "Read" >> beam.io.ReadFromText(self.path)
+                      | "Parse" >> beam.ParDo(_ParseCaptionLine(self.format)).with_outputs(BAD_LINES, main="pairs"))
+            return {"pairs": parsed.pairs, BAD_LINES: parsed[BAD_LINES], "splits": None, "coco_ids": None}
         parsed = (pipeline
-                  | "Read" >> beam.io.ReadFromText(self.path)
-                  | "Parse" >> beam.ParDo(_ParseCaptionLine(self.format)).with_outputs(BAD_LINES, main="pairs"))
-        return {"pairs": parsed.pairs, BAD_LINES: parsed[BAD_LINES]}
+                  | "Match" >> fileio.MatchFiles(self.path)
+                  | "ReadMatches" >> fileio.ReadMatches()
+                  | "ParseJson" >> beam.ParDo(_ParseAnnotationFile(self.format)).with_outputs(
+                      BAD_LINES, annotations.SPLIT, annotations.COCO_ID, main="pairs"))
+        splits = parsed[annotations.SPLIT] if self.format == annotations.KARPATHY_FORMAT else None
+        return {"pairs": parsed.pairs | "Spread" >> beam.Reshuffle(), BAD_LINES: parsed[BAD_LINES],
+                "splits": splits, "coco_ids": parsed[annotations.COCO_ID]}
 
 
 class ReadNames(beam.PTransform):
