@@ -9,10 +9,11 @@ import pytest
 import tensorflow as tf
 
 from captioner import bleu, bundle, storage
+from captioner.metrics import cider
 from captioner.decoder import architectures, search
 from captioner.text import END_ID, OOV_ID, PAD_ID, START_ID
 from tests.synthetic_features import tiny_config, write_synthetic_features
-from trainer import data, evaluation, features_folder, job, self_critical
+from trainer import data, evaluation, features_folder, job, rewards, self_critical
 from trainer.job_folder import SELF_CRITICAL_HISTORY, JobFolder
 
 VOCAB = 9
@@ -47,7 +48,7 @@ def _random_stats(rng, hypothesis_words, count=200):
 @pytest.mark.parametrize("hypothesis_words", [(3, 8), (9, 14)], ids=["corpus shorter", "corpus longer"])
 def test_rewards_are_each_captions_gain_in_log_corpus_bleu(hypothesis_words):
     stats = _random_stats(np.random.default_rng(4), hypothesis_words)
-    gains = self_critical.corpus_bleu_gains(stats)
+    gains = rewards.corpus_bleu_gains(stats)
     base = math.log(bleu.corpus_bleu_from_stats(stats.sum(axis=0).tolist())[3])
     for i in range(8):  # a small extra share of sentence i moves log corpus BLEU-4 by gain_i / N per unit
         moved = math.log(bleu.corpus_bleu_from_stats((stats.sum(axis=0) + 1e-4 * stats[i]).tolist())[3])
@@ -60,11 +61,11 @@ def test_caption_stats_score_each_caption_against_its_own_image():
     tokens = ["<pad>", "<unk>", "<start>", "<end>", "dog", "runs", "cat", "sleeps"]
     references = [[["dog", "runs"]], [["cat", "sleeps"]]]
     sampled = np.array([[2, 4, 5, 3], [2, 6, 7, 3], [2, 6, 7, 3], [2, 4, 3, 0]])
-    stats = self_critical.caption_stats(sampled, references, tokens, per_image=2)
+    stats = rewards.caption_stats(sampled, references, tokens, per_image=2)
     expected = [bleu.sentence_stats(references[image], words) for image, words in
                 ((0, ["dog", "runs"]), (0, ["cat", "sleeps"]), (1, ["cat", "sleeps"]), (1, ["dog"]))]
     np.testing.assert_array_equal(stats, expected)
-    gains = self_critical.corpus_bleu_gains(stats)
+    gains = rewards.corpus_bleu_gains(stats)
     assert gains[0] > gains[1] and gains[2] > gains[3]
 
 
@@ -145,7 +146,7 @@ def test_job_fine_tunes_exports_the_best_dev_epoch_and_resumes_without_retrainin
     dev = [e["dev_bleu"][3] for e in history]
     print(f"\ndev BLEU-4 by self-critical epoch: {dev}")
     assert max(dev[1:]) > dev[0]  # sampled captions scored with BLEU teach the model
-    best = self_critical.highest_bleu_epoch(history)
+    best = self_critical.best_epoch(history, "bleu4")
     assert first.summary["self_critical_best_epoch"] == best["epoch"] == int(np.argmax(dev))
     assert first.summary["self_critical_epochs_run"] == 2
 
@@ -184,3 +185,53 @@ def test_a_gcs_job_resumes_self_critical_epochs_without_retraining(gcs_folder):
     history = json.loads(storage.read_text(f"{job_dir}/{SELF_CRITICAL_HISTORY}"))["epochs"]
     assert [e["epoch"] for e in history] == [0, 1, 2]
     assert result.summary["self_critical_epochs_run"] == 2 and result.summary["runs"] == 1
+
+
+def test_cider_rewards_are_the_caption_jobs_cider_d_and_mixed_adds_the_bleu_gain():
+    tokens = ["<pad>", "<unk>", "<start>", "<end>", "dog", "runs", "cat", "sleeps", "on", "grass"]
+    references = [[["dog", "runs", "on", "grass"], ["dog", "runs"]], [["cat", "sleeps"], ["cat", "sleeps", "on", "grass"]]]
+    sampled = np.array([[2, 4, 5, 8, 9, 3], [2, 6, 7, 3, 0, 0], [2, 6, 7, 8, 9, 3], [2, 4, 3, 0, 0, 0]])
+    joined = [[" ".join(r) for r in refs] for refs in references] + [["dog on grass"]]  # a third train image
+    df = cider.document_frequencies(joined)
+    cider_reward, stats, total = rewards.Reward("cider_d", df, len(joined))(sampled, references, tokens, 2)
+    expected = [cider.cider_d(c, joined[image], df, len(joined)) for image, c in
+                ((0, "dog runs on grass"), (0, "cat sleeps"), (1, "cat sleeps on grass"), (1, "dog"))]
+    np.testing.assert_allclose(cider_reward, expected, rtol=1e-6)
+    assert cider_reward[0] > cider_reward[1] and cider_reward[2] > cider_reward[3] and total == pytest.approx(sum(expected))
+    np.testing.assert_array_equal(stats, rewards.caption_stats(sampled, references, tokens, per_image=2))
+    mixed, _, _ = rewards.Reward("mixed", df, len(joined))(sampled, references, tokens, 2)
+    np.testing.assert_allclose(mixed, cider_reward + rewards.corpus_bleu_gains(stats), rtol=1e-6)
+    with pytest.raises(ValueError, match="document frequencies"):
+        rewards.Reward("cider_d")
+
+
+def test_dev_scores_equal_pycocoevalcaps_cider_d_and_nltks_bleu():
+    from pycocoevalcap.cider.cider import Cider
+    rng = np.random.default_rng(5)
+    words = "a dog cat runs on the grass sleeps red ball".split()
+    references = [[list(rng.choice(words, rng.integers(4, 9))) for _ in range(3)] for _ in range(40)]
+    hypotheses = [list(rng.choice(words, rng.integers(3, 8))) for _ in range(40)]
+    scored = evaluation.score_captions(references, hypotheses)
+    official, _ = Cider().compute_score({i: [" ".join(r) for r in refs] for i, refs in enumerate(references)},
+                                        {i: [" ".join(h)] for i, h in enumerate(hypotheses)})
+    assert scored["cider_d"] == pytest.approx(official, abs=1e-9)
+    assert scored["bleu"] == bleu.corpus_bleu(references, hypotheses)
+
+
+@pytest.mark.slow
+def test_a_cider_rewarded_job_exports_the_best_dev_cider_d_epoch(synthetic, tmp_path):
+    config = tiny_config(epochs=2, self_critical_epochs=2, self_critical_learning_rate=0.001,
+                         self_critical_reward="mixed", select_metric="cider_d")
+    job_dir = str(tmp_path / "job")
+    result = job.run(config, synthetic, job_dir, devices=["/cpu:0"], eval_split="dev", verbose=0)
+    history = self_critical.read_history(JobFolder(job_dir, job_dir))
+    dev = [e["dev_cider_d"] for e in history]
+    print(f"\ndev CIDEr-D by self-critical epoch: {dev}")
+    assert max(dev[1:]) > dev[0]  # sampled captions rewarded with CIDEr-D teach the model
+    assert all(e["sampled_train_cider_d"] > 0 for e in history[1:])
+    best = self_critical.best_epoch(history, "cider_d")
+    assert best["epoch"] == int(np.argmax(dev)) == result.summary["self_critical_best_epoch"]
+    assert result.summary["select_metric"] == "cider_d"
+    # the job's evaluation of the exported bundle on dev is the best epoch's dev scoring
+    assert result.summary["cider_d"] == pytest.approx(best["dev_cider_d"], abs=1e-6)
+    assert result.summary["bleu"]["bleu4"] == pytest.approx(best["dev_bleu"][3], abs=1e-6)

@@ -1,24 +1,37 @@
-"""Held-out evaluation after training: corpus BLEU-1..4 of the exported bundle on one split.
+"""Held-out evaluation after training: corpus BLEU-1..4 and CIDEr-D of the exported bundle on one split.
 
 It captions through `captioner.bundle.Captioner` (stored features in, captions
 out), the same path the caption job takes, so the score measures what was
 exported. References are the records' cleaned captions, the same cleaning the
-training targets had (captioner.text); BLEU is corpus-level and unsmoothed.
+training targets had (captioner.text); BLEU is corpus-level and unsmoothed, CIDEr-D
+is the caption job's (captioner/metrics/cider.py) with the split's own document
+frequencies. `score_captions` is also how self-critical epochs are scored on dev.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from typing import List, Mapping, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 from captioner import bleu
+from captioner.metrics import cider
 from captioner.layout import EVAL_CAPTIONS_FILE, EVAL_FILE
 from trainer.job_folder import JobFolder
 
 log = logging.getLogger("trainer")
 
 SAMPLES_KEPT = 10  # captions shown in eval.json; every caption is in eval_captions.jsonl
+
+
+def score_captions(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]) -> Dict:
+    """{"bleu": corpus BLEU-1..4, "cider_d": corpus CIDEr-D} of word-list captions against their references."""
+    if not hypotheses:
+        return {"bleu": [0.0] * bleu.MAX_ORDER, "cider_d": 0.0}
+    joined = [[" ".join(r) for r in image_refs] for image_refs in references]
+    df = cider.document_frequencies(joined)
+    cider_d = sum(cider.cider_d(" ".join(h), refs, df, len(joined)) for h, refs in zip(hypotheses, joined))
+    return {"bleu": bleu.corpus_bleu(references, hypotheses), "cider_d": cider_d / len(hypotheses)}
 
 
 def evaluate(captioner, data, split: str, batch_size: int, beam_size: int = 1,
@@ -38,18 +51,20 @@ def evaluate(captioner, data, split: str, batch_size: int, beam_size: int = 1,
             if image_refs:
                 references.append(image_refs)
                 hypotheses.append(caption.split())
-    scores = bleu.corpus_bleu(references, hypotheses) if hypotheses else [0.0] * bleu.MAX_ORDER
+    scored = score_captions(references, hypotheses)
+    scores = scored["bleu"]
     result = {
         "split": split,
         "images": len(hypotheses),
         "decoding": "greedy" if beam_size == 1 else f"beam {beam_size}, length penalty {length_penalty}",
         "bleu": {f"bleu{n}": round(s, 6) for n, s in enumerate(scores, start=1)},
         "bleu_x100": [round(100 * s, 2) for s in scores],
+        "cider_d": round(scored["cider_d"], 6),
         "seconds": round(time.time() - started, 2),
         "samples": rows[:SAMPLES_KEPT],
     }
-    log.info("%s BLEU-1..4 x100 on %d images (%s): %s", split, len(hypotheses), result["decoding"],
-             " / ".join(f"{b:.1f}" for b in result["bleu_x100"]))
+    log.info("%s BLEU-1..4 x100 on %d images (%s): %s, CIDEr-D x100 %.1f", split, len(hypotheses),
+             result["decoding"], " / ".join(f"{b:.1f}" for b in result["bleu_x100"]), 100 * scored["cider_d"])
     return result, rows
 
 

@@ -108,14 +108,16 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
     if train_cfg.self_critical_epochs:
         scst_history = self_critical.fine_tune(model, distribution, caption_data, config, folder,
                                                verbose=training.verbosity(verbose))
-    scst_best = self_critical.highest_bleu_epoch(scst_history)
+    scst_best = self_critical.best_epoch(scst_history, train_cfg.select_metric)
 
     export_dir = export.export(model, folder.path(EXPORT_DIR), config, inputs)
     log.info("exported the bundle to %s", folder.shown(EXPORT_DIR))
     result = None
     if eval_split != "none" and inputs.files(eval_split):
+        # with the caption job's decoding, so the score is the one the caption job and the selection saw
         result, rows = evaluation.evaluate(bundle.Captioner.load(export_dir), caption_data, eval_split,
-                                           batch_size=config.caption.batch_size)
+                                           batch_size=config.caption.batch_size, beam_size=config.caption.beam_size,
+                                           length_penalty=config.caption.length_penalty)
         evaluation.write(folder, result, rows)
     elif eval_split != "none":
         log.warning("no %s shards: skipping the evaluation", eval_split)
@@ -130,8 +132,9 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
         "best_val_loss": best and best.get("val_loss"),
         "final_loss": history["epochs"][-1]["loss"] if history["epochs"] else None,
         "self_critical_epochs_run": max(0, len(scst_history) - 1),
-        "self_critical_best_epoch": scst_best and scst_best["epoch"],
-        "bleu": result and result["bleu"], "eval_split": eval_split if result else None,
+        "self_critical_best_epoch": scst_best and scst_best["epoch"], "select_metric": train_cfg.select_metric,
+        "bleu": result and result["bleu"], "cider_d": result and result["cider_d"],
+        "eval_split": eval_split if result else None,
         "seconds": round(time.time() - started, 1),
     }
     folder.write_json(SUMMARY_FILE, summary)

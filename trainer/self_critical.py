@@ -8,17 +8,13 @@ each, and raises the log-probability of the captions that beat the mean of the
 image's other samples (and lowers the others): the policy gradient with a
 leave-one-out baseline (Luo 2020), which needs no greedy decode and no critic.
 
-The reward is a caption's first-order gain in the log corpus BLEU-4 of the
-step's samples (`corpus_bleu_gains`), so what is optimised is the corpus score
-that is reported. Smoothed sentence BLEU-4, the obvious reward, favours short
-captions (its smoothing floor is higher with fewer n-grams, and a sentence's
-brevity penalty is mild): on Flickr8k it raised n-gram precision but left
-captions 20% shorter than their references, losing the gain to corpus BLEU's
-brevity penalty. The corpus gain rewards length exactly while the corpus is too short.
+The reward (`train.self_critical_reward`, trainer/rewards.py) is a caption's
+gain in the corpus BLEU-4 of the step's samples, its CIDEr-D, or both.
 
 Every epoch ends with the configured caption decoding (beam size, length
-penalty) on the dev split; the best corpus BLEU-4, the cross-entropy model's
-included, is what the job exports. Progress lives in job_dir/self_critical/
+penalty) on the dev split, scored with corpus BLEU and CIDEr-D
+(evaluation.score_captions); the best epoch on `train.select_metric`, the
+cross-entropy model's included, is what the job exports. Progress lives in job_dir/self_critical/
 (history.json, last and best weights; see job_folder.py), so a killed job
 resumes at the next self-critical epoch without repeating the cross-entropy
 phase. Adam's moments start afresh on resume.
@@ -33,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -41,12 +37,14 @@ import tensorflow as tf
 
 from captioner import bleu, schema
 from captioner.decoder import search
+from captioner.metrics import cider
 from captioner.text import PAD_ID
+from trainer import evaluation, rewards
 from trainer.job_folder import SELF_CRITICAL_BEST, SELF_CRITICAL_HISTORY, SELF_CRITICAL_LAST, JobFolder
 
 log = logging.getLogger("trainer")
 
-STATS_SIZE = 2 * bleu.MAX_ORDER + 2  # captioner.bleu's sentence statistics: matches, counts, lengths
+SCORE_KEYS = {"bleu4": ("dev_bleu", 3), "cider_d": ("dev_cider_d", None)}  # history entry field, index
 
 
 def has_started(folder: JobFolder) -> bool:
@@ -56,36 +54,6 @@ def has_started(folder: JobFolder) -> bool:
 
 def read_history(folder: JobFolder) -> List[dict]:
     return folder.read_json(SELF_CRITICAL_HISTORY, {"epochs": []})["epochs"]
-
-
-def caption_stats(ids: np.ndarray, references: Sequence[Sequence[Sequence[str]]], tokens: Sequence[str],
-                  per_image: int = 1) -> np.ndarray:
-    """BLEU statistics [N, STATS_SIZE] of token-id captions.
-
-    Rows i*per_image .. are image i's, each scored against image i's references.
-    """
-    return np.array([bleu.sentence_stats(references[row // per_image], search.ids_to_words(row_ids, tokens))
-                     for row, row_ids in enumerate(ids)], np.float64)
-
-
-def corpus_bleu_gains(stats: np.ndarray) -> np.ndarray:
-    """d log(corpus BLEU-4) / d(sentence i's share), from sentence statistics [N, STATS_SIZE].
-
-    log BLEU-4 = 1/4 sum_n (log M_n - log T_n) + min(0, 1 - R/H) over the corpus totals of clipped
-    matches M_n, n-gram counts T_n, hypothesis length H and closest reference length R. Its change when
-    sentence i's statistics are added, to first order and times N (so a sentence scores O(1)), is
-        N * (1/4 sum_n (m_n/M_n - t_n/T_n) + [H < R] (R h / H^2 - r / H)).
-    A sentence gains by matching n-grams at a higher rate than the corpus does, and, while the corpus is
-    shorter than its references, by being relatively longer than the corpus.
-    """
-    orders = (stats.shape[1] - 2) // 2
-    totals = stats.sum(axis=0)
-    total_matches, total_counts = np.maximum(totals[:orders], 1.0), np.maximum(totals[orders:2 * orders], 1.0)
-    total_hyp, total_ref = max(float(totals[-2]), 1.0), float(totals[-1])
-    gain = (stats[:, :orders] / total_matches - stats[:, orders:2 * orders] / total_counts).sum(axis=1) / orders
-    if total_hyp < total_ref:
-        gain += total_ref * stats[:, -2] / total_hyp ** 2 - stats[:, -1] / total_hyp
-    return (len(stats) * gain).astype(np.float32)
 
 
 def advantages(scores: np.ndarray, samples: int) -> np.ndarray:
@@ -134,16 +102,25 @@ class PolicyGradientStep:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
 
-def dev_bleu(decoder: search.SequenceDecoder, caption_data, decoding_args: Mapping,
-             batch_size: int) -> List[float]:
-    """Corpus BLEU-1..4 on the dev split with the configured caption decoding."""
-    stats = np.zeros(STATS_SIZE)
+def dev_scores(decoder: search.SequenceDecoder, caption_data, decoding_args: Mapping,
+               batch_size: int) -> Dict[str, object]:
+    """{"dev_bleu": corpus BLEU-1..4, "dev_cider_d": CIDEr-D} on the dev split with the configured decoding."""
+    references, hypotheses = [], []
     for _, arrays, refs in caption_data.images("dev", batch_size):
         arrays, refs = _with_references(arrays, refs)
         if refs:
             ids, _ = decoder.decode(schema.dequantize(arrays, caption_data.features.info), **decoding_args)
-            stats += caption_stats(ids, refs, caption_data.features.tokens).sum(axis=0)
-    return bleu.corpus_bleu_from_stats(stats.tolist())
+            hypotheses += [search.ids_to_words(row, caption_data.features.tokens) for row in ids]
+            references += refs
+    scored = evaluation.score_captions(references, hypotheses)
+    return {"dev_bleu": scored["bleu"], "dev_cider_d": scored["cider_d"]}
+
+
+def score(entry: Mapping, metric: str) -> Optional[float]:
+    """An epoch's dev score on `metric` (bleu4 | cider_d), None when that epoch was not scored with it."""
+    key, index = SCORE_KEYS[metric]
+    value = entry.get(key)
+    return value if value is None or index is None else value[index]
 
 
 def _with_references(arrays: np.ndarray, refs: List) -> Tuple[np.ndarray, List]:
@@ -160,14 +137,14 @@ def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data
     mirrored to a gs:// job dir once written. Returns history.json's epochs.
     """
     train_cfg, caption_cfg = config.train, config.caption
-    epochs = train_cfg.self_critical_epochs
+    epochs, metric = train_cfg.self_critical_epochs, train_cfg.select_metric
     decoder = search.SequenceDecoder(model, len(caption_data.features.tokens))
     decoding_args = {"beam_size": caption_cfg.beam_size, "length_penalty": caption_cfg.length_penalty,
                      "max_length": train_cfg.max_length}
     has_dev = bool(caption_data.features.files("dev"))
 
-    def score_dev() -> Optional[List[float]]:
-        return dev_bleu(decoder, caption_data, decoding_args, caption_cfg.batch_size) if has_dev else None
+    def score_dev() -> Dict[str, object]:
+        return dev_scores(decoder, caption_data, decoding_args, caption_cfg.batch_size) if has_dev else {}
 
     history = read_history(folder)
     if history:
@@ -176,41 +153,57 @@ def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data
     else:
         if not has_dev:
             log.warning("no dev split: self-critical fine-tuning keeps its last epoch, not its best")
-        history = [{"epoch": 0, "dev_bleu": score_dev(), "note": "the cross-entropy model"}]
+        history = [{"epoch": 0, **score_dev(), "note": "the cross-entropy model"}]
         _save(model, folder, history, best=True)
-        if has_dev:
-            log.info("self-critical epoch 0 (the cross-entropy model): dev BLEU-4 x100 %.2f",
-                     100 * history[0]["dev_bleu"][3])
+        log.info("self-critical epoch 0 (the cross-entropy model): dev %s", _shown(history[0]))
 
     step = PolicyGradientStep(model, strategy, train_cfg.self_critical_learning_rate)
     train_images = caption_data.count("train").images  # one pass over the records: once, not every epoch
+    reward = _reward(train_cfg.self_critical_reward, caption_data)
     for epoch in range(history[-1]["epoch"] + 1, epochs + 1):
         started = time.time()
-        sampled_bleu = _epoch(decoder, step, caption_data, train_cfg, train_images, epoch, verbose)
-        score = score_dev()
-        best = highest_bleu_epoch(history)
-        improved = score is None or not best.get("dev_bleu") or score[3] > best["dev_bleu"][3]
-        history.append({"epoch": epoch, "seconds": round(time.time() - started, 1),
-                        "sampled_train_bleu": sampled_bleu, "dev_bleu": score})
+        sampled = _epoch(decoder, step, reward, caption_data, train_cfg, train_images, epoch, verbose)
+        entry = {"epoch": epoch, **sampled, **score_dev()}
+        best = best_epoch(history, metric)
+        improved = score(entry, metric) is None or best is None or score(best, metric) is None or \
+            score(entry, metric) > score(best, metric)
+        history.append({**entry, "seconds": round(time.time() - started, 1)})
         _save(model, folder, history, best=improved)
-        log.info("self-critical epoch %d of %d: BLEU-4 x100 of the sampled train captions %.2f, dev %s%s (%.0f s)",
-                 epoch, epochs, 100 * sampled_bleu[3], f"{100 * score[3]:.2f}" if score else "-",
-                 " (best)" if improved else "", history[-1]["seconds"])
+        log.info("self-critical epoch %d of %d: sampled train captions BLEU-4 x100 %.2f%s, dev %s%s (%.0f s)",
+                 epoch, epochs, 100 * sampled["sampled_train_bleu"][3],
+                 f", CIDEr-D x100 {100 * sampled['sampled_train_cider_d']:.1f}" if "sampled_train_cider_d" in sampled
+                 else "", _shown(entry), " (best)" if improved else "", history[-1]["seconds"])
     model.load_weights(folder.path(SELF_CRITICAL_BEST))
-    best = highest_bleu_epoch(history)
-    log.info("self-critical fine-tuning keeps epoch %d%s", best["epoch"],
-             " (the cross-entropy model)" if best["epoch"] == 0 else "")
+    best = best_epoch(history, metric)
+    log.info("self-critical fine-tuning keeps epoch %d%s (best dev %s)", best["epoch"],
+             " (the cross-entropy model)" if best["epoch"] == 0 else "", metric)
     return history
 
 
-def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, caption_data, train_cfg, train_images: int,
-           epoch: int, verbose: int) -> List[float]:
-    """One pass over the train images; returns the corpus BLEU-1..4 of the captions it sampled."""
+def _shown(entry: Mapping) -> str:
+    if entry.get("dev_bleu") is None:
+        return "-"
+    return f"BLEU-4 x100 {100 * entry['dev_bleu'][3]:.2f}, CIDEr-D x100 {100 * entry['dev_cider_d']:.1f}"
+
+
+def _reward(kind: str, caption_data) -> rewards.Reward:
+    """The configured reward; CIDEr-D's document frequencies come from one pass over the train references."""
+    if kind == "bleu4":
+        return rewards.Reward(kind)
+    references = [[" ".join(r) for r in refs] for _, _, batch in caption_data.images("train", 256)
+                  for refs in batch if refs]
+    log.info("self-critical reward %s: document frequencies of %d train images' references", kind, len(references))
+    return rewards.Reward(kind, cider.document_frequencies(references), len(references))
+
+
+def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, reward: rewards.Reward, caption_data,
+           train_cfg, train_images: int, epoch: int, verbose: int) -> Dict[str, object]:
+    """One pass over the train images; returns the corpus BLEU-1..4 (and mean CIDEr-D) of what it sampled."""
     tokens, info = caption_data.features.tokens, caption_data.features.info
     samples, max_length = train_cfg.self_critical_samples, train_cfg.max_length
     images_per_step = train_cfg.batch_size * step.strategy.num_replicas_in_sync
     seed = train_cfg.seed * 1_000_003 + epoch * 10_007
-    sampled_stats = np.zeros(STATS_SIZE)
+    sampled_stats, cider_sum, sampled_count = np.zeros(rewards.STATS_SIZE), 0.0, 0
     progress = keras.utils.Progbar(train_images, verbose=verbose, unit_name="image")
     for draw, (_, arrays, refs) in enumerate(caption_data.images("train", images_per_step, shuffle_buffer=2000)):
         progress_images = len(arrays)
@@ -220,12 +213,16 @@ def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, caption_da
             continue
         values = schema.dequantize(arrays, info)
         sampled, _ = decoder.sample(values, samples, max_length, seed=seed + draw)
-        stats = caption_stats(sampled, refs, tokens, per_image=samples)
-        loss = step(np.repeat(values, samples, axis=0), sampled, advantages(corpus_bleu_gains(stats), samples))
+        earned, stats, step_cider = reward(sampled, refs, tokens, samples)
+        loss = step(np.repeat(values, samples, axis=0), sampled, advantages(earned, samples))
         sampled_stats += stats.sum(axis=0)
+        cider_sum, sampled_count = cider_sum + step_cider, sampled_count + len(sampled)
         progress.add(progress_images, values=[("sampled_bleu4", bleu.corpus_bleu_from_stats(stats.sum(axis=0))[3]),
                                               ("loss", loss)])
-    return bleu.corpus_bleu_from_stats(sampled_stats.tolist())
+    result = {"sampled_train_bleu": bleu.corpus_bleu_from_stats(sampled_stats.tolist())}
+    if reward.needs_document_frequencies:
+        result["sampled_train_cider_d"] = cider_sum / max(1, sampled_count)
+    return result
 
 
 def _save(model: keras.Model, folder: JobFolder, history: List[dict], best: bool) -> None:
@@ -238,7 +235,7 @@ def _save(model: keras.Model, folder: JobFolder, history: List[dict], best: bool
     folder.sync()
 
 
-def highest_bleu_epoch(history: Sequence[Mapping]) -> Optional[dict]:
-    """The self-critical epoch with the highest dev BLEU-4 (the last one when dev was not scored)."""
-    scored = [e for e in history if e.get("dev_bleu")]
-    return max(scored, key=lambda e: e["dev_bleu"][3]) if scored else (history[-1] if history else None)
+def best_epoch(history: Sequence[Mapping], metric: str) -> Optional[dict]:
+    """The self-critical epoch with the highest dev `metric` (the last one when dev was not scored)."""
+    scored = [e for e in history if score(e, metric) is not None]
+    return max(scored, key=lambda e: score(e, metric)) if scored else (history[-1] if history else None)

@@ -96,7 +96,8 @@ def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_
     steps.append(keras.callbacks.BackupAndRestore(folder.path(BACKUP)))
     if folder.remote:
         steps.append(callbacks.SyncToRemote(folder))
-    model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, callbacks=steps, verbose=verbosity(verbose))
+    model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, callbacks=steps, verbose=verbosity(verbose),
+              shuffle=False)  # tf.data shuffles (seeded); Keras cannot shuffle a dataset and warns when asked to
     return folder.read_json(HISTORY, callbacks.empty_history())
 
 
