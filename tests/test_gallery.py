@@ -15,6 +15,10 @@ from tools import screenshot_gallery
 
 XSS_ID = "<img src=x onerror=alert(1)>.jpg"
 QUOTE_ID = '" onmouseover="alert(2)" x=".jpg'
+METRICS = {"tokenizations": {"project": {"scores": {"BLEU-1": 0.6012, "BLEU-4": 0.1791, "METEOR": None,
+                                                  "ROUGE-L": 0.4455, "CIDEr-D": 0.4321}},
+                              "coco": {"skipped": "java not found"}},
+           "skipped": {"METEOR": "java not found", "SPICE": "no models"}}
 SUMMARY = {
     "bleu": [0.6012, 0.4111, 0.2744, 0.1791],
     "counts": {"images": 4, "with_references": 3, "dead_letter": 1},
@@ -32,14 +36,14 @@ def rows():
     return [
         {"image_id": XSS_ID, "caption": "<script>alert('caption')</script> a dog runs", "log_prob": -7.25,
          "references": ["a dog runs on the grass", "<script>alert('ref')</script>"], "sentence_bleu": 0.4213,
-         "thumbnail": thumbnail_data_uri(picture(1))},
+         "cider_d": 0.9, "thumbnail": thumbnail_data_uri(picture(1))},
         {"image_id": QUOTE_ID, "caption": "a child in a pink dress is climbing up a set of stairs", "log_prob": -5.1,
          "references": ["a child in pink dress climbing stairs"], "sentence_bleu": 0.31,
-         "thumbnail": thumbnail_data_uri(picture(2))},
+         "cider_d": 1.734, "thumbnail": thumbnail_data_uri(picture(2))},
         {"image_id": "no_refs.jpg", "caption": "two dogs play", "log_prob": -3.0, "references": [],
          "sentence_bleu": None, "thumbnail": "javascript:alert(1)"},
         {"image_id": "plain.jpg", "caption": "a man rides a bike", "log_prob": -9.0, "references": ["a man on a bike"],
-         "sentence_bleu": 0.05, "thumbnail": None},
+         "sentence_bleu": 0.05, "cider_d": 0.2, "thumbnail": None},
     ]
 
 
@@ -123,9 +127,9 @@ def test_sort_controls_exist(rows):
     (select,) = parsed.named("select")
     assert select["id"] == "sort"
     values = {o["value"] for o in parsed.named("option")}
-    assert {"logprob:desc", "logprob:asc", "bleu:desc", "bleu:asc"} <= values
-    assert {th["data-field"] for th in parsed.named("th") if "data-field" in th} == {"id", "logprob", "bleu"}
-    assert len(parsed.named("button")) == 3
+    assert {"logprob:desc", "logprob:asc", "bleu:desc", "bleu:asc", "cider:desc", "cider:asc"} <= values
+    assert {th["data-field"] for th in parsed.named("th") if "data-field" in th} == {"id", "logprob", "bleu", "cider"}
+    assert len(parsed.named("button")) == 4
 
 
 def test_scores_counts_and_model_appear(rows):
@@ -134,7 +138,16 @@ def test_scores_counts_and_model_appear(rows):
                  "{&quot;kind&quot;: &quot;merge&quot;, &quot;units&quot;: 256}"):
         assert text in html
     row = next(tr for tr in Elements(html).named("tr") if tr.get("data-id") == "no_refs.jpg")
-    assert row["data-bleu"] == "" and row["data-logprob"] == "-3.0"
+    assert row["data-bleu"] == "" and row["data-cider"] == "" and row["data-logprob"] == "-3.0"
+    assert "173.4" in html  # a row's CIDEr-D, x 100
+
+
+def test_the_fields_scores_appear_with_what_was_skipped(rows):
+    html = render_gallery(rows, SUMMARY, METRICS)
+    for text in ("44.5", "43.2", "METEOR", "skipped: METEOR, SPICE"):
+        assert text in html
+    assert "coco" not in html.split("The field's scores")[1].split("</section>")[0]  # skipped: no row for it
+    assert "not computed" in render_gallery(rows, SUMMARY)
 
 
 def test_empty_report_renders():
@@ -193,3 +206,7 @@ def test_sorting_script_runs_in_chromium(rows, tmp_path):
                                           1024, 700, timeout_s=60)
     order = [tr["data-id"] for tr in Elements(dom).named("tr") if "data-id" in tr]
     assert order == ["plain.jpg", QUOTE_ID, XSS_ID, "no_refs.jpg"], "missing BLEU sorts last"
+    dom = screenshot_gallery.run_chromium(["--dump-dom"], report.resolve().as_uri() + "#sort=cider:desc",
+                                          1024, 700, timeout_s=60)
+    order = [tr["data-id"] for tr in Elements(dom).named("tr") if "data-id" in tr]
+    assert order == [QUOTE_ID, XSS_ID, "plain.jpg", "no_refs.jpg"] and "sorted by CIDEr-D (descending)" in dom

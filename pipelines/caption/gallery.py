@@ -1,7 +1,7 @@
 """The caption report: one self-contained, sortable `report.html`.
 
 Sorting: click a column header, use the select, or open the page with
-`#sort=bleu:asc` (fields index, logprob, bleu, id; asc or desc) in the URL.
+`#sort=bleu:asc` (fields index, logprob, bleu, cider, id; asc or desc) in the URL.
 
 Image ids, captions and references come from user files and models, so all of
 it is untrusted: every value is escaped with `html.escape(quote=True)`, in text
@@ -67,7 +67,7 @@ _JS = """
   var select = document.getElementById("sort");
   var status = document.getElementById("sort-status");
   var headers = document.querySelectorAll("th[data-field]");
-  var names = {logprob: "log-prob", bleu: "sentence BLEU", id: "image id", index: "input order"};
+  var names = {logprob: "log-prob", bleu: "sentence BLEU", cider: "CIDEr-D", id: "image id", index: "input order"};
   function value(row, field) {
     var raw = row.getAttribute("data-" + field);
     if (field === "id") { return raw; }
@@ -104,7 +104,7 @@ _JS = """
       sortBy(field, current === "descending" ? "asc" : current === "ascending" ? "desc" : first);
     });
   });
-  var wanted = /^#sort=(index|logprob|bleu|id):(asc|desc)$/.exec(window.location.hash);
+  var wanted = /^#sort=(index|logprob|bleu|cider|id):(asc|desc)$/.exec(window.location.hash);
   sortBy(wanted ? wanted[1] : "index", wanted ? wanted[2] : "asc");
 })();
 """
@@ -180,6 +180,25 @@ def _scores(bleu: Optional[List[float]]) -> str:
     return f'<div class="scores">{cells}</div><p class="muted">corpus BLEU &times; 100, unsmoothed</p>'
 
 
+_FIELD_SCORES = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")  # what papers' tables show
+
+
+def _field_scores(metrics: Optional[Mapping]) -> str:
+    """metrics.json's corpus scores, one row per tokenization, x 100 as papers print them."""
+    tokenizations = (metrics or {}).get("tokenizations") or {}
+    scored = {name: entry["scores"] for name, entry in tokenizations.items() if entry.get("scores")}
+    if not scored:
+        return '<p class="muted">no references: not computed</p>'
+    head = "".join(f"<th class=\"num\">{_e(n)}</th>" for n in _FIELD_SCORES)
+    body = "".join(f"<tr><td>{_e(tokenization)}</td>" + "".join(
+        f'<td class="num">{_number(scores.get(n), 1, 100)}</td>' for n in _FIELD_SCORES) + "</tr>"
+        for tokenization, scores in scored.items())
+    skipped = ", ".join(sorted((metrics or {}).get("skipped") or {}))
+    return (f"<table><thead><tr><th>tokenization</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f'<p class="muted">corpus scores &times; 100 (metrics.json){"; skipped: " + _e(skipped) if skipped else ""}'
+            "</p>")
+
+
 def _row(index: int, row: Mapping) -> str:
     image_id = row.get("image_id", "")
     thumb = safe_thumbnail(row.get("thumbnail"))
@@ -191,25 +210,29 @@ def _row(index: int, row: Mapping) -> str:
     references = row.get("references") or []
     refs = ("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in references) + "</ul>") if references \
         else '<span class="muted">no references</span>'
-    log_prob, sentence_bleu = row.get("log_prob"), row.get("sentence_bleu")
+    log_prob, sentence_bleu, cider_d = row.get("log_prob"), row.get("sentence_bleu"), row.get("cider_d")
     return (
         f'<tr data-index="{index}" data-id="{_e(image_id)}" data-logprob="{_data_number(log_prob)}" '
-        f'data-bleu="{_data_number(sentence_bleu)}">'
+        f'data-bleu="{_data_number(sentence_bleu)}" data-cider="{_data_number(cider_d)}">'
         f"<td>{picture}</td><td class=\"id\">{_e(image_id)}</td>"
         f'<td class="caption">{_e(row.get("caption", ""))}</td>'
         f'<td class="num">{_number(log_prob, 3)}</td><td class="refs">{refs}</td>'
-        f'<td class="num">{_number(sentence_bleu, 1, 100)}</td></tr>'
+        f'<td class="num">{_number(sentence_bleu, 1, 100)}</td><td class="num">{_number(cider_d, 1, 100)}</td></tr>'
     )
 
 
-def render_gallery(rows: Iterable[Mapping], summary: Mapping) -> str:
-    """The whole report as one HTML string: scores, counts and model on top, then one row per image."""
+def render_gallery(rows: Iterable[Mapping], summary: Mapping, metrics: Optional[Mapping] = None) -> str:
+    """The whole report as one HTML string: scores, counts and model on top, then one row per image.
+
+    `metrics` is metrics.json's content (the field's scores); without it that panel says none were computed.
+    """
     rows = list(rows)
     body = "".join(_row(i, row) for i, row in enumerate(rows)) or \
-        '<tr><td colspan="6" class="empty">no images</td></tr>'
+        '<tr><td colspan="7" class="empty">no images</td></tr>'
     options = "".join(f'<option value="{v}">{label}</option>' for v, label in [
         ("index:asc", "input order"), ("logprob:desc", "log-prob, high first"), ("logprob:asc", "log-prob, low first"),
-        ("bleu:desc", "sentence BLEU, high first"), ("bleu:asc", "sentence BLEU, low first"), ("id:asc", "image id")])
+        ("bleu:desc", "sentence BLEU, high first"), ("bleu:asc", "sentence BLEU, low first"),
+        ("cider:desc", "CIDEr-D, high first"), ("cider:asc", "CIDEr-D, low first"), ("id:asc", "image id")])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">
@@ -220,6 +243,7 @@ def render_gallery(rows: Iterable[Mapping], summary: Mapping) -> str:
 <h1>Caption report</h1>
 <div class="top">
 <section class="panel"><h2>Corpus BLEU</h2>{_scores(summary.get("bleu"))}</section>
+<section class="panel"><h2>The field's scores</h2>{_field_scores(metrics)}</section>
 <section class="panel"><h2>Counts</h2>{_details(summary.get("counts"))}</section>
 <section class="panel"><h2>Model</h2>{_details(summary.get("model"))}</section>
 </div>
@@ -228,7 +252,8 @@ def render_gallery(rows: Iterable[Mapping], summary: Mapping) -> str:
 <table id="captions"><thead><tr><th>Image</th>
 <th data-field="id" aria-sort="none"><button type="button">Image id</button></th><th>Caption</th>
 <th class="num" data-field="logprob" aria-sort="none"><button type="button">Log-prob</button></th><th>References</th>
-<th class="num" data-field="bleu" aria-sort="none"><button type="button">Sentence BLEU</button></th></tr></thead>
+<th class="num" data-field="bleu" aria-sort="none"><button type="button">Sentence BLEU</button></th>
+<th class="num" data-field="cider" aria-sort="none"><button type="button">CIDEr-D</button></th></tr></thead>
 <tbody id="rows">{body}</tbody></table>
 <script>{_JS}</script>
 </body></html>
