@@ -107,6 +107,23 @@ def test_export_loads_safely_and_captions_as_before_export(trained, test_split, 
         assert json.load(handle)["encoder_files"] == {"source": "encoder/tiny_encoder.tflite"}
 
 
+@pytest.mark.slow
+def test_mixed_bfloat16_learns_and_exports_a_float32_bundle_that_captions_the_same(synthetic, test_split, tmp_path):
+    stored, features, folder = test_split
+    config = tiny_config(mixed_precision="mixed_bfloat16", xla=True)
+    result = job.run(config, synthetic, str(tmp_path / "job"), devices=["/cpu:0"], eval_split="test", verbose=0)
+    losses = [e["loss"] for e in result.history["epochs"]]
+    assert losses[-1] < losses[0] / 3 and result.summary["bleu"]["bleu4"] >= 0.9
+    computes = {layer.compute_dtype for layer in result.model.layers if layer.weights}
+    assert "bfloat16" in computes and result.model.get_layer("logits").compute_dtype == "float32"
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the policy does not leak past the build
+    before_ids, _ = search.SequenceDecoder(result.model, len(folder.tokens)).greedy(features, 12)
+    captioner = bundle.Captioner.load(result.export_dir)
+    assert {layer.compute_dtype for layer in captioner.model.layers if layer.weights} == {"float32"}
+    after = captioner.caption_features({"spatial": stored})
+    assert [c for c, _ in after] == [" ".join(search.ids_to_words(row, folder.tokens)) for row in before_ids]
+
+
 def _epoch(caption_data, counts):
     batches = list(caption_data.examples("train", 16, counts, training=True, shuffle_buffer=64).as_numpy_iterator())
     return [(inputs["tokens"], targets) for inputs, targets in batches]

@@ -38,9 +38,17 @@ def _copy_encoder_files(encoder: Mapping, export_dir: str) -> Dict[str, str]:
     return copied
 
 
+def _float32_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+
 def plain_copy(model: keras.Model) -> keras.Model:
-    """The same architecture and weights, uncompiled and outside any distribution strategy."""
-    plain = keras.models.clone_model(model)
+    """The same architecture and weights, uncompiled, outside any distribution strategy, in float32.
+
+    A model trained under a mixed precision policy is exported with every layer in float32 (its variables
+    already are), so a bundle decodes the same on any machine.
+    """
+    plain = keras.models.clone_model(model, clone_function=_float32_layer)
     plain.set_weights(model.get_weights())
     return plain
 

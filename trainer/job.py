@@ -89,9 +89,11 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
     if val_ds is None:
         log.warning("no dev examples: best weights and early stopping follow the training loss")
     keras.utils.set_random_seed(train_cfg.seed)
-    with distribution.scope():
+    with distribution.scope(), training.precision(train_cfg) as policy:
         model = architectures.build_from_config(train_cfg, inputs.shape, len(inputs.tokens))
         training.compile_model(model, train_cfg, steps, counts["train"].tokens_per_caption)
+    if policy != "float32" or train_cfg.xla:
+        log.info("dtype policy %s%s", policy, ", XLA-compiled train step" if train_cfg.xla else "")
     log.info("decoder %s on %s features %s: %d trainable parameters", train_cfg.decoder, inputs.feature,
              inputs.shape, architectures.parameter_count(model))
 

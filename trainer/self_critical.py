@@ -70,6 +70,8 @@ class PolicyGradientStep:
         self.model, self.strategy = model, strategy
         with strategy.scope():
             self.optimizer = keras.optimizers.Adam(float(learning_rate))
+            if model.dtype_policy.name == "mixed_float16":  # as Keras's compile does: dynamic loss scaling
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(model.trainable_variables)
         self._step = tf.function(self._distributed_step, reduce_retracing=True)
 
@@ -94,7 +96,7 @@ class PolicyGradientStep:
                 chosen = tf.gather(log_probs, targets, batch_dims=2)
                 mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
                 loss = -tf.reduce_sum(advantage[:, None] * chosen * mask) / sampled_tokens
-            gradients = tape.gradient(loss, self.model.trainable_variables)
+            gradients = tape.gradient(self.optimizer.scale_loss(loss), self.model.trainable_variables)
             self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
             return loss
 

@@ -7,10 +7,11 @@ through a `JobFolder`, which mirrors a gs:// one after every epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 import keras
 
@@ -64,10 +65,28 @@ def learning_rate(train_cfg, steps_per_epoch: int):
                                                   warmup_target=train_cfg.learning_rate, warmup_steps=warmup)
 
 
+@contextlib.contextmanager
+def precision(train_cfg) -> Iterator[str]:
+    """Builds layers under `train.mixed_precision` (Keras captures the policy per layer), then restores float32.
+
+    Variables stay float32 under both mixed policies; the "logits" layer and CaptionLoss compute in float32.
+    """
+    policy = "float32" if train_cfg.mixed_precision == "none" else train_cfg.mixed_precision
+    previous = keras.mixed_precision.dtype_policy().name
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
 def compile_model(model: keras.Model, train_cfg, steps_per_epoch: int, tokens_per_caption: float) -> None:
-    """Adam + CaptionLoss from a config.TrainConfig; call inside `strategy.scope()`."""
+    """Adam + CaptionLoss from a config.TrainConfig; call inside `strategy.scope()`.
+
+    Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer (dynamic loss scaling) itself.
+    """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate(train_cfg, steps_per_epoch)),
-                  loss=CaptionLoss(tokens_per_caption, train_cfg.label_smoothing), jit_compile=False)
+                  loss=CaptionLoss(tokens_per_caption, train_cfg.label_smoothing), jit_compile=bool(train_cfg.xla))
 
 
 def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_info: Optional[Mapping] = None,

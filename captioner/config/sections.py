@@ -34,6 +34,7 @@ class ExtractConfig:
         check_section(self, "extract")
 
 
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")  # keras.mixed_precision policies (none = float32)
 SELECT_METRICS = ("bleu4", "cider_d")  # dev scores that can rank the epochs a job may export
 SELF_CRITICAL_REWARDS = ("bleu4", "cider_d", "mixed")  # trainer/rewards.py
 
@@ -74,6 +75,10 @@ class TrainConfig:
     select_metric: str = setting("bleu4", "the dev score that picks the exported self-critical epoch (the "
                                           "cross-entropy model is epoch 0); cross-entropy epochs are picked by "
                                           "dev loss", choices=SELECT_METRICS)
+    mixed_precision: str = setting("none", "Keras dtype policy of the decoder: none (float32), mixed_float16 (GPUs; "
+                                           "with loss scaling) or mixed_bfloat16; logits, loss and the exported "
+                                           "bundle stay float32", choices=MIXED_PRECISION)
+    xla: bool = setting(False, "compile the cross-entropy train step with XLA (Keras jit_compile)")
     transformer_layers: int = setting(2, "with decoder=transformer: decoder blocks (self-attention, attention "
                                          "over the image, feed-forward)", minimum=1)
     transformer_heads: int = setting(4, "with decoder=transformer: attention heads; train.units must be a "
