@@ -24,6 +24,7 @@ from captioner import bundle, captions, cli, manifest, output_folder, schema, so
 from captioner import config as configs
 from captioner.errors import UsageError
 from captioner.layout import BLEU_JSON, CAPTION_FILES, METRICS_JSON, REPORT_HTML
+from captioner.metrics import report
 from pipelines import launch
 from pipelines.caption import graph, outputs
 
@@ -130,10 +131,11 @@ def run(argv: Optional[List[str]] = None) -> dict:
 def _field_scores(metrics: dict) -> List[str]:
     """One line per tokenization scored (x 100, as papers print them), then what was skipped and why."""
     lines = []
-    for name, entry in metrics.get("tokenizations", {}).items():
-        if entry.get("scores"):
-            shown = ", ".join(f"{metric} {'-' if value is None else f'{100 * value:.1f}'}"
-                              for metric, value in entry["scores"].items())
+    for name in report.TOKENIZATIONS:
+        scores = metrics.get("tokenizations", {}).get(name, {}).get("scores")
+        if scores:
+            shown = ", ".join(f"{metric} {'-' if scores.get(metric) is None else f'{100 * scores[metric]:.1f}'}"
+                              for metric in report.NAMES)
             lines.append(f"{name + ' tokenization:':22}{shown}")
     lines += [f"skipped {what}: {reason}" for what, reason in sorted(metrics.get("skipped", {}).items())]
     return lines

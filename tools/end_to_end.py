@@ -114,7 +114,8 @@ def scores_table(metrics: Dict) -> str:
     header = "| tokenization | " + " | ".join(report.NAMES) + " |\n|" + " --- |" * (len(report.NAMES) + 1) + "\n"
     rows = "".join(f"| {name} | " + " | ".join("-" if entry["scores"].get(n) is None else f"{100 * entry['scores'][n]:.1f}"
                                                for n in report.NAMES) + " |\n"
-                   for name, entry in metrics["tokenizations"].items() if entry.get("scores"))
+                   for name, entry in ((t, metrics["tokenizations"][t]) for t in report.TOKENIZATIONS)
+                   if entry.get("scores"))
     skipped = "".join(f"\nSkipped {what}: {reason}\n" for what, reason in sorted(metrics["skipped"].items()))
     return header + rows + skipped
 

@@ -25,6 +25,8 @@ from typing import Iterable, List, Mapping, Optional
 
 import numpy as np
 
+from captioner.metrics import report
+
 _DATA_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]*\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -180,13 +182,14 @@ def _scores(bleu: Optional[List[float]]) -> str:
     return f'<div class="scores">{cells}</div><p class="muted">corpus BLEU &times; 100, unsmoothed</p>'
 
 
-_FIELD_SCORES = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")  # what papers' tables show
+_FIELD_SCORES = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")  # of report.NAMES, what papers' tables show
 
 
 def _field_scores(metrics: Optional[Mapping]) -> str:
     """metrics.json's corpus scores, one row per tokenization, x 100 as papers print them."""
     tokenizations = (metrics or {}).get("tokenizations") or {}
-    scored = {name: entry["scores"] for name, entry in tokenizations.items() if entry.get("scores")}
+    scored = {name: tokenizations[name]["scores"] for name in report.TOKENIZATIONS
+              if (tokenizations.get(name) or {}).get("scores")}
     if not scored:
         return '<p class="muted">no references: not computed</p>'
     head = "".join(f"<th class=\"num\">{_e(n)}</th>" for n in _FIELD_SCORES)
