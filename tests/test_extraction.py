@@ -112,7 +112,7 @@ def test_records_hold_captions_splits_and_features(zoo_run):
     assert records[data["uncaptioned"]]["captions"] == []
     first = records[data["captioned"][1]]
     assert first["raw_captions"] == ["A dog runs on the grass 1.", "Two dogs, playing!"]
-    assert first["captions"] == ["dog runs on the grass", "two dogs playing"]
+    assert first["captions"] == ["a dog runs on the grass", "two dogs playing"]  # text.cleaning keep_articles
     assert first["image_path"].endswith(os.path.join("images", data["captioned"][1]))
     assert written["counts"] == {split: sum(1 for r in records.values() if r["split"] == split)
                                  for split in schema.SPLITS}

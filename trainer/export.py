@@ -38,8 +38,12 @@ def _copy_encoder_files(encoder: Mapping, export_dir: str) -> Dict[str, str]:
     return copied
 
 
-def _float32_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+def _float32_layer(layer):
+    """A copy of a layer computing in float32 (the keras.ops operations of a functional model have no dtype)."""
+    config = layer.get_config()
+    if "dtype" in config:
+        config["dtype"] = "float32"
+    return layer.__class__.from_config(config)
 
 
 def plain_copy(model: keras.Model) -> keras.Model:

@@ -153,8 +153,9 @@ def metrics_summary(scores: Dict, missing: Dict[str, str], cleaning: str) -> Dic
             entry["skipped"] = missing.get("COCO tokenization", "not computed")
         tokenizations[name] = entry
     skipped = dict(missing)
-    skipped["SPICE"] = ("not computed: SPICE needs the Stanford CoreNLP 3.6.0 models, which pycocoevalcap downloads "
-                        "on first use (no internet here); score coco_results-*.json with pycocoevalcap where it can")
+    skipped["SPICE"] = ("not computed by the job: SPICE needs the Stanford CoreNLP 3.6.0 models (pycocoevalcap "
+                        "downloads them on first use) and an 8 GB Java heap; score coco_results-*.json with "
+                        "pycocoevalcap's Spice where they are")
     return {"tokenizations": tokenizations, "skipped": skipped,
             "per_row": {"sentence_bleu": "smoothed BLEU-4 (nltk method 1), project tokenization",
                         "cider_d": "CIDEr-D, project tokenization, document frequencies of this run's references"},
