@@ -88,7 +88,7 @@ def features(work: str, count: int) -> str:
                 captions = raw[scene]
                 writer.write(schema.make_example(
                     _relative(i), os.path.join(folder, "images", _relative(i)), "test",
-                    [text.clean_caption(c) for c in captions], captions,
+                    [text.clean_caption(c, text.LEGACY_CLEANING) for c in captions], captions,
                     encoded["pooled"][i % POOL], encoded["spatial"][i % POOL]))
     manifest = {"schema_version": schema.SCHEMA_VERSION, "encoder": encoder.identity,
                 "features": encoder.feature_info(), "counts": {"train": 0, "dev": 0, "test": count, "unsplit": 0},

@@ -37,7 +37,7 @@ class BundleError(InputError, ValueError):
 
 def describe(decoder: str, feature: str, info: Mapping, max_length: int, vocabulary_size: int, encoder: Mapping,
              encoder_files: Mapping[str, str], config: Mapping, trained_on: Mapping,
-             checksums: Mapping[str, str], cleaning: str = text.TUTORIAL) -> dict:
+             checksums: Mapping[str, str], cleaning: str) -> dict:
     """bundle.json's content (JSON-ready): what a loader needs to rebuild the captioner.
 
     `checksums` (sha256 of decoder.keras and vocabulary.txt) let a loader tell a whole export from one whose

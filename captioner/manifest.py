@@ -20,7 +20,7 @@ class ManifestError(InputError, ValueError):
 
 def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int], shards: Mapping[str, Sequence[str]],
           dead_letter_files: Sequence[str], min_word_count: int, vocabulary_size: int,
-          this_run: Mapping, cleaning: str = text.TUTORIAL) -> dict:
+          this_run: Mapping, cleaning: str) -> dict:
     """The manifest as a plain dict (JSON-ready).
 
     `shards` lists the exact files of each split (relative to the folder, or full paths for shards an
@@ -46,7 +46,7 @@ def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int], shards
 
 def cleaning_of(recorded: Mapping) -> str:
     """The caption cleaning a manifest or bundle.json records (the tutorial's in those written before it did)."""
-    return recorded.get("text", {}).get("cleaning", text.TUTORIAL)
+    return recorded.get("text", {}).get("cleaning", text.LEGACY_CLEANING)
 
 
 def relative_to(folder: str, path: str) -> str:

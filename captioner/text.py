@@ -24,11 +24,12 @@ PAD_ID, OOV_ID, START_ID, END_ID = range(len(SPECIAL_TOKENS))  # ids in the deco
 
 TUTORIAL, KEEP_ARTICLES = "tutorial", "keep_articles"
 CLEANINGS = (TUTORIAL, KEEP_ARTICLES)
+LEGACY_CLEANING = TUTORIAL  # what features and bundles written before text.cleaning existed were cleaned with
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _SHORTEST = {TUTORIAL: 2, KEEP_ARTICLES: 1}  # letters a kept word needs
 
 
-def tokenize(text: str, cleaning: str = TUTORIAL) -> List[str]:
+def tokenize(text: str, cleaning: str) -> List[str]:
     """Cleaned tokens of a raw caption.
 
     Splits on whitespace, then strips punctuation inside each word (so "dog's"
@@ -44,7 +45,7 @@ def tokenize(text: str, cleaning: str = TUTORIAL) -> List[str]:
     return words
 
 
-def clean_caption(text: str, cleaning: str = TUTORIAL) -> str:
+def clean_caption(text: str, cleaning: str) -> str:
     """The cleaned caption as space-joined tokens (may be empty)."""
     return " ".join(tokenize(text, cleaning))
 

@@ -33,6 +33,7 @@ PLACES = ("grass", "beach", "snow")
 TEMPLATES = ("a {color} {shape} on the {place}", "there is a {color} {shape} on the {place}",
              "the {color} {shape} sits on the {place}")
 GRID, SCALE = 2, 0.01
+CLEANING = text.TUTORIAL  # what the synthetic records are cleaned with, as their manifest says
 CHANNELS = len(COLORS) + len(SHAPES) + len(PLACES) + 1  # + one noise-only channel
 
 THUMB_COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "black": (10, 10, 10), "white": (250, 250, 250)}
@@ -119,11 +120,11 @@ def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 2
             path = os.path.join(staging, files[split][s])
             with tf.io.TFRecordWriter(path) as writer:
                 for image_id, captions, pooled, grid in records[s::shards]:
-                    cleaned = [text.clean_caption(c) for c in captions]
+                    cleaned = [text.clean_caption(c, CLEANING) for c in captions]
                     writer.write(schema.make_example(image_id, f"/images/{image_id}.jpg", split, cleaned,
                                                      captions, pooled, grid))
         if split == "train":
-            train_captions = [text.clean_caption(c) for r in records for c in r[1]]
+            train_captions = [text.clean_caption(c, CLEANING) for r in records for c in r[1]]
     lines = text.vocabulary_lines(text.count_words(train_captions), min_count=1)
     for name in (VOCABULARY_FILE, WORD_COUNTS_FILE):
         with open(os.path.join(staging, name), "w") as handle:
@@ -132,7 +133,7 @@ def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 2
     this_run = {"images_matched": total, "records_written": total, "dead_letters": 0, "skipped_existing": 0}
     manifest = manifest_lib.build(identity, {k: v for k, v in info.items() if spatial or k == "pooled"}, counts,
                                   shards=files, dead_letter_files=[], min_word_count=1, vocabulary_size=len(lines),
-                                  this_run=this_run)
+                                  this_run=this_run, cleaning=CLEANING)
     manifest_lib.write(staging, manifest)
     if staging != folder:
         storage.copy_folder_from_local(staging, folder)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioner import bundle
+from captioner import bundle, text
 from captioner.layout import BUNDLE_FILE
 from tests.conftest import PROJECT_ROOT
 
@@ -38,7 +38,7 @@ def test_todays_bundle_json_has_the_same_fields_as_the_legacy_one(legacy):
     captioner, _, _ = legacy
     today = bundle.describe(decoder="attention", feature="spatial", info={"shape": [8, 8, 5], "dtype": "float32"},
                             max_length=8, vocabulary_size=14, encoder={}, encoder_files={}, config={},
-                            trained_on={}, checksums={})
+                            trained_on={}, checksums={}, cleaning=text.KEEP_ARTICLES)
     assert sorted(today) == sorted(list(captioner.bundle) + ["checksums", "text"])  # new keys, optional on load
     assert today["bundle_version"] == captioner.bundle["bundle_version"] == bundle.BUNDLE_VERSION
 

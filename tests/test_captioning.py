@@ -12,7 +12,7 @@ from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
 from PIL import Image
 
 from captioner import captions as caption_files
-from captioner import demo_data, storage, text
+from captioner import bundle, demo_data, storage, text
 from captioner.layout import BLEU_JSON, METRICS_JSON, REPORT_HTML
 from captioner.metrics import java, meteor
 from pipelines import caption_and_score, extract_features
@@ -86,7 +86,8 @@ def test_images_are_captioned_or_dead_lettered_and_bleu_equals_nltk(trained, tmp
 
     references = caption_files.read_captions(os.path.join(data, "captions.txt"))
     scored = [r for r in rows if r["image_id"] != XSS_NAME]
-    refs = [[text.tokenize(c) for c in references[r["image_id"]]] for r in scored]
+    cleaning = bundle.read_info(export)["text"]["cleaning"]
+    refs = [[text.tokenize(c, cleaning) for c in references[r["image_id"]]] for r in scored]
     hyps = [r["caption"].split() for r in scored]
     for ours, weights in zip(summary["bleu"], WEIGHTS):
         assert ours == pytest.approx(nltk_corpus_bleu(refs, hyps, weights=weights), abs=1e-9)

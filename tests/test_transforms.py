@@ -171,7 +171,7 @@ def test_split_assignment_and_record_assembly():
     with in_process_pipeline() as p:
         assigned = p | Create(joined) | ParDo(AssignSplit()).with_outputs(DEAD_LETTER, main="ok")
         encoded = assigned.ok | Map(lambda e: (e, PredictionResult(None, {"pooled": pooled})))
-        assembled = encoded | ParDo(AssembleRecord()).with_outputs("train_captions", main="records")
+        assembled = encoded | ParDo(AssembleRecord(text.TUTORIAL)).with_outputs("train_captions", main="records")
         parsed = assembled.records | Map(lambda kv: (kv[0], schema.parse_example_py(kv[1])))
         summary = parsed | Map(lambda kv: (kv[0], kv[1]["image_id"], kv[1]["image_path"], kv[1]["captions"],
                                            kv[1]["raw_captions"], list(np.frombuffer(kv[1]["pooled"], np.uint8)),
@@ -191,11 +191,11 @@ def test_make_row_scores_each_caption_with_smoothed_sentence_bleu(references):
     """References arrive raw and are cleaned as the model's training captions were (text.cleaning=tutorial)."""
     element = (("a.jpg", "/d/a.jpg", references, 9, None), PredictionResult(None, ("dog runs", -1.5)))
     with in_process_pipeline() as p:
-        rows = p | Create([element]) | ParDo(MakeRow())
+        rows = p | Create([element]) | ParDo(MakeRow(text.TUTORIAL))
 
         def check(rows):
             (row,) = rows
-            cleaned = [text.clean_caption(r) for r in references]
+            cleaned = [text.clean_caption(r, text.TUTORIAL) for r in references]
             assert row["references"] == cleaned and row["log_prob"] == -1.5 and row["coco_id"] == 9
             assert row["raw_references"] == list(references)
             if references:

@@ -116,7 +116,7 @@ class MakeRow(beam.DoFn):
     project's scores compare like with like; the raw ones go on to the COCO tokenization.
     """
 
-    def __init__(self, cleaning: str = text.TUTORIAL):
+    def __init__(self, cleaning: str):
         self.cleaning = cleaning
         self.captioned = Metrics.counter(NAMESPACE, "images_captioned")
         self.unreferenced = Metrics.counter(NAMESPACE, "images_without_references")

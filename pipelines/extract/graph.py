@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from captioner import manifest, schema, sources, storage, text
-from captioner.config import ExtractConfig
+from captioner.config import ExtractConfig, TextConfig
 from captioner.layout import DEAD_LETTER_PREFIX, VOCABULARY_FILE, WORD_COUNTS_FILE, shard_prefix
 from pipelines import progress
 from pipelines.extract.encoder_handler import EncoderModelHandler
@@ -42,7 +42,7 @@ class ExtractSettings:
     encoder_identity: Dict
     feature_info: Dict
     config: ExtractConfig = dataclasses.field(default_factory=ExtractConfig)
-    cleaning: str = text.TUTORIAL            # text.cleaning: how captions become training targets
+    cleaning: str = dataclasses.field(default_factory=lambda: TextConfig().cleaning)  # text.cleaning
     images: Optional[str] = None             # a glob
     image_list: Optional[str] = None         # listing file(s), optionally with captions
     retry_dead_letters: Optional[str] = None  # dead-letter files of an earlier run: extract those images again

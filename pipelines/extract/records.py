@@ -44,7 +44,7 @@ class AssembleRecord(beam.DoFn):
     """((id, path, split, raw captions, COCO id), encoder result) -> (split, serialized Example); train captions
     tagged."""
 
-    def __init__(self, cleaning: str = text.TUTORIAL):
+    def __init__(self, cleaning: str):
         self.cleaning = cleaning
         self.records = Metrics.counter(NAMESPACE, "records_written")
 
