@@ -202,8 +202,11 @@ def test_skip_existing_captions_only_new_images_and_the_union_is_a_full_run(trai
     first_rows, second_rows = _rows(str(tmp_path / "first")), _rows(str(tmp_path / "second"))
     assert second["counts"]["skipped_existing"] == len(first_rows) == 30
     assert not {r["image_id"] for r in first_rows} & {r["image_id"] for r in second_rows}
-    key = lambda r: (r["image_id"], r["caption"], round(r["log_prob"], 4))  # noqa: E731
-    assert sorted(map(key, first_rows + second_rows)) == sorted(map(key, _rows(str(tmp_path / "full"))))
+    key = lambda r: (r["image_id"], r["caption"])  # noqa: E731
+    full_rows = _rows(str(tmp_path / "full"))
+    assert sorted(map(key, first_rows + second_rows)) == sorted(map(key, full_rows))
+    full_log_prob = {r["image_id"]: r["log_prob"] for r in full_rows}  # batches differ: float noise, not more
+    assert all(r["log_prob"] == pytest.approx(full_log_prob[r["image_id"]], abs=1e-3) for r in first_rows + second_rows)
     assert full["counts"]["captioned"] == 60
     # the dead letters of a run can be retried alone
     (tmp_path / "bad").mkdir()
