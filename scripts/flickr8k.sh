@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All three stages on a Flickr8k folder: bash scripts/flickr8k.sh DATA=<folder> ENCODER=<name or path> [more flags]
-source "$(dirname "$0")/venv.sh" ""
+source "$(dirname "$0")/venv.sh" eval
 DATA=""; ENCODER=""; rest=()
 for arg in "$@"; do
   case "$arg" in
