@@ -86,10 +86,10 @@ def _ratios(runs: dict, small: int, large: int, start: int) -> dict:
             "time": per_image(small, large) / max(1e-9, per_image(start, small))}
 
 
-def report(results: dict, sizes: dict) -> str:
+def report(results: dict, sizes: dict, baseline: str = BASELINE) -> str:
     rows = []
     for job, (small, large) in sizes.items():
-        for code, label in (("today", "today"), ("baseline", f"baseline {BASELINE}")):
+        for code, label in (("today", "today"), ("baseline", f"baseline {baseline}")):
             runs = results[code][job]
             start = _counts((small, large))[2]
             ratio = _ratios({**runs, start: runs["start"]}, small, large, start)
@@ -129,7 +129,7 @@ def main() -> None:
                 results[code][job]["start"] = _measure(tree, job, start, args.work, args.workers)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", baseline], cwd=harness.ROOT, check=False)
-    print(report(results, sizes))
+    print(report(results, sizes, args.baseline))
     harness.write_json(os.path.join(args.work, "results.json"), results, indent=1)
 
 
