@@ -1,4 +1,4 @@
-"""The caption job's scores: the field's metrics in two tokenizations, distributed, flat in memory.
+"""The caption job's scores: the field's metrics in two tokenizations, distributed.
 
     rows with references -> batches -> both tokenizations of caption and references (the project's
       cleaning; COCO-eval's PTB tokenizer, one Java process per batch, when Java is here)
@@ -7,8 +7,9 @@
     -> per image: CIDEr-D and sentence BLEU into the row; BLEU / ROUGE-L / CIDEr-D / METEOR statistics into
        a combine (captioner/metrics/report.Totals) -> metrics.json's corpus scores
 
-Nothing per image reaches one worker: the document frequencies travel by shuffle, never as a side input;
-what is a side input is the number of images scored.
+The document frequencies travel by shuffle, never as a side input; what is a side input is the number of
+images scored. Not yet flat: a frequent n-gram's join group holds every image that needs it, which
+DirectRunner materialises (bench/RESULTS.md measures it); Dataflow reads large groups lazily.
 """
 from __future__ import annotations
 
