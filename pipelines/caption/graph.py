@@ -177,7 +177,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
     rows = (captioned
             | "Progress" >> progress.LogProgress("caption", "images captioned")
             | "Rows" >> beam.ParDo(MakeRow(cleaning)))
-    scored = rows | "Score" >> ScoreCaptions(cleaning, decoding.meteor)
+    scored = rows | "Score" >> ScoreCaptions(cleaning, decoding.meteor, decoding.field_scores)
     dead_letters = dead | "AllDeadLetters" >> beam.Flatten()
     counted = {"matched": matched, "skipped_existing": skipped, **{name: refusals[name] for name in
                                                                    ("excluded", "orphans") if name in refusals},

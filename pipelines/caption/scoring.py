@@ -151,7 +151,7 @@ def metrics_summary(scores: Dict, missing: Dict[str, str], cleaning: str) -> Dic
         if name in scores:
             entry["scores"] = scores[name]
         else:
-            entry["skipped"] = missing.get("COCO tokenization", "not computed")
+            entry["skipped"] = missing.get("field scores") or missing.get("COCO tokenization", "not computed")
         tokenizations[name] = entry
     skipped = dict(missing)
     skipped["SPICE"] = ("not computed by the job: SPICE needs the Stanford CoreNLP 3.6.0 models (pycocoevalcap "
@@ -168,18 +168,24 @@ def metrics_summary(scores: Dict, missing: Dict[str, str], cleaning: str) -> Dic
 class ScoreCaptions(beam.PTransform):
     """Caption rows (with raw references) -> {"rows": rows with CIDEr-D, "metrics": metrics.json's content}."""
 
-    def __init__(self, cleaning: str, with_meteor: bool = True):
+    def __init__(self, cleaning: str, with_meteor: bool = True, enabled: bool = True):
         super().__init__()
-        self.cleaning = cleaning
-        self.missing = java_missing()
+        self.cleaning, self.enabled = cleaning, enabled
+        self.missing = java_missing() if enabled else {
+            "field scores": "not computed: caption.field_scores=false (bleu.json's BLEU and the rows' sentence BLEU "
+                            "only; set it true for METEOR, ROUGE-L and CIDEr-D)"}
         if not with_meteor:
             self.missing["METEOR"] = "not computed: caption.meteor=false (set it true to score METEOR)"
         self.tokenizations = [report.PROJECT] + ([] if "COCO tokenization" in self.missing else [report.COCO])
-        self.shared = None if "METEOR" in self.missing else Shared()
+        self.shared = None if "METEOR" in self.missing or not enabled else Shared()
         for what, reason in self.missing.items():
             log.warning("%s skipped: %s", what, reason)
 
     def expand(self, rows):
+        if not self.enabled:
+            return {"rows": rows | "NoCider" >> beam.Map(lambda row: dict(row, cider_d=None)),
+                    "metrics": rows.pipeline | "NoScores" >> beam.Create(
+                        [metrics_summary({}, self.missing, self.cleaning)])}
         scored = rows | "WithReferences" >> beam.Filter(lambda row: bool(row["raw_references"]))
         tokenized = (scored
                      | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=PTB_BATCH)
