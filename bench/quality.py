@@ -63,8 +63,7 @@ def table(outputs) -> str:
             metrics = json.load(handle)
         for name in report.TOKENIZATIONS:
             scores = metrics["tokenizations"][name].get("scores") or {}
-            lines.append(f"| {label} | {name} | " + " | ".join(
-                "-" if scores.get(n) is None else f"{100 * scores[n]:.1f}" for n in report.NAMES) + " |")
+            lines.append(f"| {label} | {name} | " + " | ".join(report.shown(scores)) + " |")
     return "\n".join(lines)
 
 

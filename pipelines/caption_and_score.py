@@ -134,8 +134,7 @@ def _field_scores(metrics: dict) -> List[str]:
     for name in report.TOKENIZATIONS:
         scores = metrics.get("tokenizations", {}).get(name, {}).get("scores")
         if scores:
-            shown = ", ".join(f"{metric} {'-' if scores.get(metric) is None else f'{100 * scores[metric]:.1f}'}"
-                              for metric in report.NAMES)
+            shown = ", ".join(f"{metric} {value}" for metric, value in zip(report.NAMES, report.shown(scores)))
             lines.append(f"{name + ' tokenization:':22}{shown}")
     lines += [f"skipped {what}: {reason}" for what, reason in sorted(metrics.get("skipped", {}).items())]
     return lines

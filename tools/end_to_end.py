@@ -112,8 +112,7 @@ def run(argv: Optional[List[str]] = None) -> Dict:
 def scores_table(metrics: Dict) -> str:
     """metrics.json's corpus scores as a Markdown table (x 100), one row per tokenization, then what was skipped."""
     header = "| tokenization | " + " | ".join(report.NAMES) + " |\n|" + " --- |" * (len(report.NAMES) + 1) + "\n"
-    rows = "".join(f"| {name} | " + " | ".join("-" if entry["scores"].get(n) is None else f"{100 * entry['scores'][n]:.1f}"
-                                               for n in report.NAMES) + " |\n"
+    rows = "".join(f"| {name} | " + " | ".join(report.shown(entry["scores"])) + " |\n"
                    for name, entry in ((t, metrics["tokenizations"][t]) for t in report.TOKENIZATIONS)
                    if entry.get("scores"))
     skipped = "".join(f"\nSkipped {what}: {reason}\n" for what, reason in sorted(metrics["skipped"].items()))

@@ -17,6 +17,11 @@ NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 IMPLEMENTATION = "pycocoevalcap 1.2 definitions (BLEU closest reference length, ROUGE-L beta 1.2, CIDEr-D sigma 6)"
 
 
+def shown(scores: Mapping[str, Optional[float]]) -> List[str]:
+    """Each of NAMES as papers print it (x 100, one decimal), "-" where it was not computed."""
+    return ["-" if scores.get(name) is None else f"{100 * scores[name]:.1f}" for name in NAMES]
+
+
 def caption_scores(candidate: str, references: Sequence[str], df: Mapping, images: int,
                    meteor_process: Optional[meteor.Meteor] = None) -> Dict:
     """One caption's summable scores; texts are tokens joined by single spaces."""
