@@ -30,7 +30,8 @@ def _ours(gts, res, meteor_process):
     df = cider.document_frequencies(references.values())
     totals = report.Totals()
     for i, hypothesis in zip(ids, hypotheses):
-        totals.add(report.caption_scores(hypothesis, references[i], df, len(ids), meteor_process))
+        totals.add(report.caption_scores(hypothesis, references[i], df, len(ids),
+                                         meteor_process.stats(hypothesis, references[i])))
     return totals, references, dict(zip(ids, hypotheses))
 
 
@@ -45,7 +46,8 @@ def _compare(coco_scorers, references_by_image):
         halves = [report.Totals(), report.Totals()]
         df = cider.document_frequencies(our_refs.values())
         for n, i in enumerate(ids):
-            halves[n % 2].add(report.caption_scores(our_hyps[i], our_refs[i], df, len(ids), process))
+            halves[n % 2].add(report.caption_scores(our_hyps[i], our_refs[i], df, len(ids),
+                                                    process.stats_of_many([(our_hyps[i], our_refs[i])])[0]))
         merged = report.Totals(halves[0].state()).merge(report.Totals(halves[1].state()))
         scores = totals.corpus(process)
         assert merged.corpus(process) == pytest.approx(scores, abs=1e-12)

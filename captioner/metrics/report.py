@@ -1,7 +1,7 @@
 """The field's corpus scores from per-caption statistics that add up: what metrics.json holds.
 
 `caption_scores` scores one caption (its BLEU statistics, ROUGE-L, CIDEr-D given the document frequencies,
-METEOR statistics when a METEOR process is at hand); `Totals` adds any number of them up, in any grouping
+METEOR statistics when given); `Totals` adds any number of them up, in any grouping
 (it is the caption job's combine accumulator), and `corpus` turns the sum into BLEU-1..4, METEOR, ROUGE-L
 and CIDEr-D exactly as pycocoevalcap 1.2 would score the same captions (tests/test_metrics.py checks it).
 """
@@ -23,12 +23,13 @@ def shown(scores: Mapping[str, Optional[float]]) -> List[str]:
 
 
 def caption_scores(candidate: str, references: Sequence[str], df: Mapping, images: int,
-                   meteor_process: Optional[meteor.Meteor] = None) -> Dict:
-    """One caption's summable scores; texts are tokens joined by single spaces."""
+                   meteor_stats: Optional[List[float]] = None) -> Dict:
+    """One caption's summable scores; texts are tokens joined by single spaces; `meteor_stats` from
+    meteor.Meteor.stats (None: no METEOR)."""
     return {"bleu": coco_bleu.sentence_stats([r.split() for r in references], candidate.split()),
             "rouge_l": rouge.rouge_l(candidate, references),
             "cider_d": cider.cider_d(candidate, references, df, images),
-            "meteor": meteor_process.stats(candidate, references) if meteor_process else None}
+            "meteor": meteor_stats}
 
 
 class Totals:

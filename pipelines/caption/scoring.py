@@ -2,14 +2,13 @@
 
     rows with references -> batches -> both tokenizations of caption and references (the project's
       cleaning; COCO-eval's PTB tokenizer, one Java process per batch, when Java is here)
-    -> CIDEr-D's document frequencies: each image's reference n-grams counted by a combine, then joined back
-       to the images that need them (CoGroupByKey by n-gram, then by image)
-    -> per image: CIDEr-D and sentence BLEU into the row; BLEU / ROUGE-L / CIDEr-D / METEOR statistics into
-       a combine (captioner/metrics/report.Totals) -> metrics.json's corpus scores
+    -> CIDEr-D's document frequencies (document_frequencies.py): the most needed n-grams' as a bounded side
+       input, every other n-gram's joined back to the images that need it (CoGroupByKey by n-gram, then by image)
+    -> batches of images: CIDEr-D and sentence BLEU into the row (METEOR's lines one Java round trip per batch);
+       BLEU / ROUGE-L / CIDEr-D / METEOR statistics into a combine (captioner/metrics/report.Totals)
+    -> metrics.json's corpus scores
 
-The document frequencies travel by shuffle, never as a side input; what is a side input is the number of
-images scored. Not yet flat: a frequent n-gram's join group holds every image that needs it, which
-DirectRunner materialises (bench/RESULTS.md measures it); Dataflow reads large groups lazily.
+Side inputs hold only bounded things: the number of images scored and FREQUENT_NGRAMS n-grams' df.
 """
 from __future__ import annotations
 
@@ -20,7 +19,8 @@ import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
 from captioner import text
-from captioner.metrics import cider, java, meteor, ptb, report
+from captioner.metrics import java, meteor, ptb, report
+from pipelines.caption import document_frequencies
 
 log = logging.getLogger(__name__)
 PTB_BATCH = 500  # captions per PTB tokenizer process (a Java start-up each)
@@ -57,28 +57,9 @@ class _Tokenize(beam.DoFn):
             yield row["image_id"], texts
 
 
-def _document_frequencies(tokenized, tokenization: str):
-    """(image id, [(n-gram, df)]) for every n-gram an image's score needs."""
-    df = (tokenized
-          | f"RefNgrams{tokenization}" >> beam.FlatMap(
-              lambda e: [(gram, 1) for gram in cider.reference_ngrams(e[1][tokenization][1])])
-          | f"Df{tokenization}" >> beam.CombinePerKey(sum))
-    needed = tokenized | f"Needed{tokenization}" >> beam.FlatMap(
-        lambda e: [(gram, e[0]) for gram in cider.needed_ngrams(*e[1][tokenization])])
-
-    def to_images(element):
-        gram, groups = element
-        frequency = next(iter(groups["df"]), 0)
-        for image_id in groups["needed"]:
-            yield image_id, (gram, frequency)
-
-    return ({"df": df, "needed": needed}
-            | f"JoinDf{tokenization}" >> beam.CoGroupByKey()
-            | f"DfToImages{tokenization}" >> beam.FlatMap(to_images))
-
-
 class _Score(beam.DoFn):
-    """(image id, {row, texts, df per tokenization}) -> the row with its CIDEr-D; tagged "stats": per-image stats.
+    """A batch of (image id, {row, texts, rare df per tokenization}) -> each row with its CIDEr-D; tagged "stats":
+    per-image stats. A batch's METEOR lines go to Java in one round trip.
 
     METEOR's Java process is shared by the worker process's threads (`shared`; None: no METEOR) and started
     by the first caption that needs it.
@@ -91,22 +72,28 @@ class _Score(beam.DoFn):
     def teardown(self):
         self.meteor = None  # the shared process lives on while another DoFn holds it
 
-    def process(self, element, images: int):
-        _, groups = element
-        (row,) = groups["row"]
-        texts = next(iter(groups["texts"]), None)
-        if texts is None:  # no references: nothing to score
-            yield dict(row, cider_d=None)
-            return
-        if self.shared and self.meteor is None:
+    def process(self, batch: List, images: int, project_df: Dict, coco_df: Optional[Dict] = None):
+        frequent = {report.PROJECT: project_df, report.COCO: coco_df}
+        scored = []
+        for _, groups in batch:
+            (row,) = groups["row"]
+            texts = next(iter(groups["texts"]), None)
+            if texts is None:  # no references: nothing to score
+                yield dict(row, cider_d=None)
+            else:
+                scored.append((row, texts, groups))
+        if self.shared and self.meteor is None and scored:
             self.meteor = self.shared.acquire(meteor.Meteor)
-        stats = {}
-        for tokenization in self.tokenizations:
-            candidate, references = texts[tokenization]
-            df = dict(groups[f"df_{tokenization}"])
-            stats[tokenization] = report.caption_scores(candidate, references, df, images, self.meteor)
-        yield dict(row, cider_d=stats[report.PROJECT]["cider_d"])
-        yield beam.pvalue.TaggedOutput("stats", stats)
+        meteor_stats = {t: self.meteor.stats_of_many([texts[t] for _, texts, _ in scored]) if self.meteor
+                        else [None] * len(scored) for t in self.tokenizations}
+        for number, (row, texts, groups) in enumerate(scored):
+            stats = {}
+            for t in self.tokenizations:
+                candidate, references = texts[t]
+                df = document_frequencies.lookup(frequent[t], groups[f"df_{t}"])
+                stats[t] = report.caption_scores(candidate, references, df, images, meteor_stats[t][number])
+            yield dict(row, cider_d=stats[report.PROJECT]["cider_d"])
+            yield beam.pvalue.TaggedOutput("stats", stats)
 
 
 class _Totals(beam.CombineFn):
@@ -168,9 +155,10 @@ def metrics_summary(scores: Dict, missing: Dict[str, str], cleaning: str) -> Dic
 class ScoreCaptions(beam.PTransform):
     """Caption rows (with raw references) -> {"rows": rows with CIDEr-D, "metrics": metrics.json's content}."""
 
-    def __init__(self, cleaning: str, with_meteor: bool = True, enabled: bool = True):
+    def __init__(self, cleaning: str, with_meteor: bool = True, enabled: bool = True,
+                 frequent_ngrams: int = document_frequencies.FREQUENT_NGRAMS):
         super().__init__()
-        self.cleaning, self.enabled = cleaning, enabled
+        self.cleaning, self.enabled, self.frequent_ngrams = cleaning, enabled, frequent_ngrams
         self.missing = java_missing() if enabled else {
             "field scores": "not computed: caption.field_scores=false (bleu.json's BLEU and the rows' sentence BLEU "
                             "only; set it true for METEOR, ROUGE-L and CIDEr-D)"}
@@ -192,11 +180,16 @@ class ScoreCaptions(beam.PTransform):
                      | "Tokenize" >> beam.ParDo(_Tokenize(self.cleaning, report.COCO in self.tokenizations)))
         images = beam.pvalue.AsSingleton(scored | "CountScored" >> beam.combiners.Count.Globally())
         groups = {"row": rows | "RowById" >> beam.Map(lambda row: (row["image_id"], row)), "texts": tokenized}
+        frequent = {}
         for tokenization in self.tokenizations:
-            groups[f"df_{tokenization}"] = _document_frequencies(tokenized, tokenization)
+            df = tokenized | f"Df{tokenization}" >> document_frequencies.DocumentFrequencies(
+                tokenization, self.frequent_ngrams)
+            groups[f"df_{tokenization}"] = df["rare"]
+            frequent[f"{tokenization}_df"] = beam.pvalue.AsSingleton(df["frequent"])
         finished = (groups
                     | "JoinByImage" >> beam.CoGroupByKey()
-                    | "Score" >> beam.ParDo(_Score(self.tokenizations, self.shared), images=images)
+                    | "BatchForMeteor" >> beam.BatchElements(min_batch_size=1, max_batch_size=meteor.PIPE_LINES)
+                    | "Score" >> beam.ParDo(_Score(self.tokenizations, self.shared), images=images, **frequent)
                     .with_outputs("stats", main="rows"))
         metrics = (finished.stats
                    | "Totals" >> beam.CombineGlobally(_Totals(self.tokenizations))

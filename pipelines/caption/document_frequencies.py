@@ -1,0 +1,77 @@
+"""CIDEr-D's document frequencies for every caption's score, with no per-worker state that grows with the set.
+
+    each image's n-grams -> per n-gram: (images that need it, df) by one combine
+    -> the FREQUENT_NGRAMS n-grams the most images need: a bounded side input (n-gram -> df), like a vocabulary
+    -> every other n-gram an image needs: joined back to it by n-gram (CoGroupByKey), only where df >= 2
+
+Splitting by need keeps the join's groups small: an n-gram that many images need ("a", "on the", a phrase
+the model repeats) is in the side input, so a join group holds only the few images that need a rarer one.
+An n-gram with df 0 or 1 weighs log(max(1, df)) = 0 in CIDEr-D, so the join sends nothing for it; an image
+that hears of no df for an n-gram scores it exactly as pycocoevalcap would.
+"""
+from __future__ import annotations
+
+from collections import ChainMap
+from typing import Mapping
+
+import apache_beam as beam
+
+from captioner.metrics import cider
+
+FREQUENT_NGRAMS = 50_000  # n-grams in the side input: a few MB per worker, whatever the set's size
+
+
+def _needs_and_references(element, tokenization: str):
+    """(n-gram, (1 if this image's score needs it, 1 if this image's references hold it)) per n-gram."""
+    candidate, references = element[1][tokenization]
+    in_references = cider.reference_ngrams(references)
+    return [(gram, (1, int(gram in in_references))) for gram in cider.needed_ngrams(candidate, references)]
+
+
+def _sum_pairs(pairs):
+    needed = df = 0
+    for a, b in pairs:
+        needed, df = needed + a, df + b
+    return needed, df
+
+
+def _rare_needs(element, tokenization: str, frequent: Mapping):
+    image_id, texts = element
+    return [(gram, image_id) for gram in cider.needed_ngrams(*texts[tokenization]) if gram not in frequent]
+
+
+def _to_images(element):
+    gram, groups = element
+    counts = next(iter(groups["counts"]), (0, 0))
+    if counts[1] >= 2:  # df 0 and 1 weigh nothing
+        for image_id in groups["needed"]:
+            yield image_id, (gram, counts[1])
+
+
+class DocumentFrequencies(beam.PTransform):
+    """(image id, {tokenization: (caption, references)}) -> {"frequent": a singleton n-gram -> df of the most
+    needed n-grams, "rare": (image id, (n-gram, df)) for the image's other n-grams of df >= 2}; `lookup` joins
+    the two into the mapping cider.cider_d takes."""
+
+    def __init__(self, tokenization: str, frequent_ngrams: int = FREQUENT_NGRAMS):
+        super().__init__()
+        self.tokenization, self.frequent_ngrams = tokenization, frequent_ngrams
+
+    def expand(self, tokenized):
+        counts = (tokenized
+                  | "NeedsAndReferences" >> beam.FlatMap(_needs_and_references, self.tokenization)
+                  | "CountPerNgram" >> beam.CombinePerKey(_sum_pairs))
+        frequent = (counts
+                    | "MostNeeded" >> beam.combiners.Top.Of(self.frequent_ngrams, key=lambda entry: entry[1][0])
+                    | "AsTable" >> beam.Map(lambda entries: {gram: df for gram, (_, df) in entries}))
+        rare = (tokenized
+                | "RareNeeds" >> beam.FlatMap(_rare_needs, self.tokenization, beam.pvalue.AsSingleton(frequent)))
+        joined = ({"counts": counts, "needed": rare}
+                  | "JoinByNgram" >> beam.CoGroupByKey()
+                  | "ToImages" >> beam.FlatMap(_to_images))
+        return {"frequent": frequent, "rare": joined}
+
+
+def lookup(frequent: Mapping, rare) -> Mapping:
+    """One image's df: its joined rare n-grams first, then the shared table (not copied)."""
+    return ChainMap(dict(rare), frequent)
