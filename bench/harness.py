@@ -54,8 +54,9 @@ def command_line(name: str) -> str:
 
 
 # --- child processes -----------------------------------------------------------------------------
-def _tree_rss_kb(root: int) -> int:
-    """Sum of VmRSS over `root` and all its descendants (reads /proc; 0 where it cannot)."""
+def _tree_rss_kb(root: int) -> Tuple[int, int, int]:
+    """(sum of VmRSS over `root` and all its descendants, `root`'s own, the largest descendant's), in kB
+    (reads /proc; 0 where it cannot)."""
     parents: Dict[int, int] = {}
     rss: Dict[int, int] = {}
     for name in os.listdir("/proc"):
@@ -68,7 +69,7 @@ def _tree_rss_kb(root: int) -> int:
             continue
         parents[int(name)] = int(fields.get("PPid", "0").strip() or 0)
         rss[int(name)] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
-    total, todo = 0, [root]
+    total, largest_descendant, todo = 0, 0, [root]
     seen = set()
     while todo:
         pid = todo.pop()
@@ -76,8 +77,10 @@ def _tree_rss_kb(root: int) -> int:
             continue
         seen.add(pid)
         total += rss.get(pid, 0)
+        if pid != root:
+            largest_descendant = max(largest_descendant, rss.get(pid, 0))
         todo.extend(child for child, parent in parents.items() if parent == pid)
-    return total
+    return total, rss.get(root, 0), largest_descendant
 
 
 def run_child(command: Sequence[str], log_path: str, cwd: str = ROOT, sample_tree: bool = False,
@@ -85,17 +88,19 @@ def run_child(command: Sequence[str], log_path: str, cwd: str = ROOT, sample_tre
     """Runs one command in its own process; returns rc, wall seconds, peak RSS (os.wait4 ru_maxrss, MB).
 
     ru_maxrss of a waited child is the largest RSS of that process or of any descendant it reaped, not a
-    sum; with `sample_tree` the summed RSS of the whole process tree is also sampled every 0.25 s.
+    sum; with `sample_tree` the tree is also sampled every 0.25 s: its summed RSS, the child's own RSS (on
+    DirectRunner: the runner, which holds every shuffle) and the largest descendant's (an SDK worker, or
+    a Java process it started).
     """
     started = time.time()
     with open(log_path, "w") as log:
         child = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
-        peak_tree = [0]
+        peaks = [0, 0, 0]
         done = threading.Event()
 
         def sample():
             while not done.wait(0.25):
-                peak_tree[0] = max(peak_tree[0], _tree_rss_kb(child.pid))
+                peaks[:] = [max(a, b) for a, b in zip(peaks, _tree_rss_kb(child.pid))]
 
         sampler = threading.Thread(target=sample, daemon=True) if sample_tree else None
         if sampler:
@@ -108,7 +113,8 @@ def run_child(command: Sequence[str], log_path: str, cwd: str = ROOT, sample_tre
     result = {"rc": child.returncode, "wall_s": time.time() - started, "peak_rss_mb": usage.ru_maxrss / 1024,
               "log": log_path}
     if sample_tree:
-        result["peak_tree_rss_mb"] = peak_tree[0] / 1024
+        result.update(zip(("peak_tree_rss_mb", "peak_root_rss_mb", "peak_descendant_rss_mb"),
+                          (peak / 1024 for peak in peaks)))
     return result
 
 

@@ -1,5 +1,9 @@
 """The synthetic sets bench/scale.py runs on: demo scenes replicated under new, unique ids, at any size.
 
+Each caption ends in a rare phrase ("beside <word>", the word shared by two images), so the set's n-grams
+have a long tail that grows with the set, as real captions' do (Flickr8k: 46 distinct n-grams an image):
+a bounded vocabulary would hide what CIDEr-D's document frequencies cost.
+
     images(N)    N image files in folders of 1,000 (symlinks to a pool of generated 64x64 scenes), a
                  Flickr8k-style caption file (5 captions an image, keyed by file name) and split lists
     features(N)  a features folder of N thumbnail-encoder records (the pool's features under new ids),
@@ -31,6 +35,21 @@ def _relative(i: int) -> str:
     return f"f{i // PER_FOLDER:04d}/{_name(i)}"
 
 
+def _word(number: int) -> str:
+    letters = ""
+    while True:
+        number, digit = divmod(number, 26)
+        letters += "abcdefghijklmnopqrstuvwxyz"[digit]
+        if not number:
+            return "zq" + letters
+
+
+def with_tail(raw_captions: List[str], i: int) -> List[str]:
+    """Image i's captions, each with its rare phrase (the same for images 2k and 2k + 1: df 2)."""
+    return [f"{caption.rstrip(' .')} beside {_word((i // 2) * len(raw_captions) + n)} ."
+            for n, caption in enumerate(raw_captions)]
+
+
 def pool(work: str) -> Tuple[List[str], Dict[str, List[str]]]:
     """The generated scenes (paths) and their raw captions, written once."""
     from captioner import captions, demo_data
@@ -43,7 +62,7 @@ def pool(work: str) -> Tuple[List[str], Dict[str, List[str]]]:
 
 def images(work: str, count: int) -> Dict[str, str]:
     """{"images": glob, "captions": token file, "splits": folder} of `count` images."""
-    folder = os.path.join(work, f"images-{count}")
+    folder = os.path.join(work, f"images-tail-{count}")
     done = os.path.join(folder, "Flickr_8k.testImages.txt")
     result = {"images": os.path.join(folder, "images", "**"), "captions": os.path.join(folder, "captions.txt"),
               "splits": folder}
@@ -57,7 +76,8 @@ def images(work: str, count: int) -> Dict[str, str]:
         source = paths[i % POOL]
         os.symlink(source, target)
         names.append(_name(i))
-        lines += [f"{_name(i)}#{n}\t{caption}" for n, caption in enumerate(raw[os.path.basename(source)])]
+        lines += [f"{_name(i)}#{n}\t{caption}"
+                  for n, caption in enumerate(with_tail(raw[os.path.basename(source)], i))]
     with open(result["captions"], "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     cut = [int(count * 0.7), int(count * 0.85)]
@@ -69,7 +89,7 @@ def images(work: str, count: int) -> Dict[str, str]:
 
 def features(work: str, count: int) -> str:
     """A features folder holding `count` test records of the thumbnail encoder."""
-    folder = os.path.join(work, f"features-{count}")
+    folder = os.path.join(work, f"features-tail-{count}")
     if os.path.exists(os.path.join(folder, "manifest.json")):
         return folder
     import tensorflow as tf
@@ -85,7 +105,7 @@ def features(work: str, count: int) -> str:
         with tf.io.TFRecordWriter(path) as writer:
             for i in range(shard * PER_SHARD, min(count, (shard + 1) * PER_SHARD)):
                 scene = os.path.basename(paths[i % POOL])
-                captions = raw[scene]
+                captions = with_tail(raw[scene], i)
                 writer.write(schema.make_example(
                     _relative(i), os.path.join(folder, "images", _relative(i)), "test",
                     [text.clean_caption(c, text.LEGACY_CLEANING) for c in captions], captions,
