@@ -54,11 +54,12 @@ def command_line(name: str) -> str:
 
 
 # --- child processes -----------------------------------------------------------------------------
-def _tree_rss_kb(root: int) -> Tuple[int, int, int]:
-    """(sum of VmRSS over `root` and all its descendants, `root`'s own, the largest descendant's), in kB
-    (reads /proc; 0 where it cannot)."""
+def _tree_rss_kb(root: int) -> Tuple[int, int, int, int]:
+    """(sum of VmRSS over `root` and all its descendants, `root`'s own, the largest descendant's but Java's,
+    the largest Java descendant's), in kB (reads /proc; 0 where it cannot)."""
     parents: Dict[int, int] = {}
     rss: Dict[int, int] = {}
+    names: Dict[int, str] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -69,7 +70,8 @@ def _tree_rss_kb(root: int) -> Tuple[int, int, int]:
             continue
         parents[int(name)] = int(fields.get("PPid", "0").strip() or 0)
         rss[int(name)] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
-    total, largest_descendant, todo = 0, 0, [root]
+        names[int(name)] = fields.get("Name", "").strip()
+    total, largest, largest_java, todo = 0, 0, 0, [root]
     seen = set()
     while todo:
         pid = todo.pop()
@@ -77,10 +79,12 @@ def _tree_rss_kb(root: int) -> Tuple[int, int, int]:
             continue
         seen.add(pid)
         total += rss.get(pid, 0)
-        if pid != root:
-            largest_descendant = max(largest_descendant, rss.get(pid, 0))
+        if pid != root and names.get(pid) == "java":
+            largest_java = max(largest_java, rss.get(pid, 0))
+        elif pid != root:
+            largest = max(largest, rss.get(pid, 0))
         todo.extend(child for child, parent in parents.items() if parent == pid)
-    return total, rss.get(root, 0), largest_descendant
+    return total, rss.get(root, 0), largest, largest_java
 
 
 def run_child(command: Sequence[str], log_path: str, cwd: str = ROOT, sample_tree: bool = False,
@@ -89,13 +93,13 @@ def run_child(command: Sequence[str], log_path: str, cwd: str = ROOT, sample_tre
 
     ru_maxrss of a waited child is the largest RSS of that process or of any descendant it reaped, not a
     sum; with `sample_tree` the tree is also sampled every 0.25 s: its summed RSS, the child's own RSS (on
-    DirectRunner: the runner, which holds every shuffle) and the largest descendant's (an SDK worker, or
-    a Java process it started).
+    DirectRunner: the runner, which holds every shuffle), the largest descendant's (an SDK worker) and the
+    largest Java process's (METEOR, whose heap is capped at start).
     """
     started = time.time()
     with open(log_path, "w") as log:
         child = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
-        peaks = [0, 0, 0]
+        peaks = [0, 0, 0, 0]
         done = threading.Event()
 
         def sample():
@@ -113,7 +117,7 @@ def run_child(command: Sequence[str], log_path: str, cwd: str = ROOT, sample_tre
     result = {"rc": child.returncode, "wall_s": time.time() - started, "peak_rss_mb": usage.ru_maxrss / 1024,
               "log": log_path}
     if sample_tree:
-        result.update(zip(("peak_tree_rss_mb", "peak_root_rss_mb", "peak_descendant_rss_mb"),
+        result.update(zip(("peak_tree_rss_mb", "peak_root_rss_mb", "peak_descendant_rss_mb", "peak_java_rss_mb"),
                           (peak / 1024 for peak in peaks)))
     return result
 

@@ -1,7 +1,8 @@
 """CIDEr-D's document frequencies for every caption's score, with no per-worker state that grows with the set.
 
     each image's n-grams -> per n-gram: (images that need it, df) by one combine
-    -> the FREQUENT_NGRAMS n-grams the most images need: a bounded side input (n-gram -> df), like a vocabulary
+    -> of the n-grams at least HOT_NEED images need, the FREQUENT_NGRAMS the most images need: a bounded side
+       input (n-gram -> df), like a vocabulary
     -> every other n-gram an image needs: joined back to it by n-gram (CoGroupByKey), only where df >= 2
 
 Splitting by need keeps the join's groups small: an n-gram that many images need ("a", "on the", a phrase
@@ -18,7 +19,8 @@ import apache_beam as beam
 
 from captioner.metrics import cider
 
-FREQUENT_NGRAMS = 50_000  # n-grams in the side input: a few MB per worker, whatever the set's size
+FREQUENT_NGRAMS = 20_000  # n-grams in the side input at most: a few MB per worker, whatever the set's size
+HOT_NEED = 10  # images needing an n-gram before it is worth a place in the side input
 
 
 def _needs_and_references(element, tokenization: str):
@@ -62,6 +64,7 @@ class DocumentFrequencies(beam.PTransform):
                   | "NeedsAndReferences" >> beam.FlatMap(_needs_and_references, self.tokenization)
                   | "CountPerNgram" >> beam.CombinePerKey(_sum_pairs))
         frequent = (counts
+                    | "Hot" >> beam.Filter(lambda entry: entry[1][0] >= HOT_NEED)
                     | "MostNeeded" >> beam.combiners.Top.Of(self.frequent_ngrams, key=lambda entry: entry[1][0])
                     | "AsTable" >> beam.Map(lambda entries: {gram: df for gram, (_, df) in entries}))
         rare = (tokenized
