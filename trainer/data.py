@@ -24,7 +24,7 @@ Why it looks like this:
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -62,8 +62,9 @@ class CaptionData:
         full = tf.concat([start, ids, end], axis=1)
         return tf.cast(full.to_tensor(default_value=PAD_ID, shape=[None, self.max_length + 2]), tf.int32)
 
-    def _records(self, split: str, shuffle: bool, record_buffer: int = 1) -> tf.data.Dataset:
-        files = self.features.files(split)
+    def _records(self, split: str, shuffle: bool, record_buffer: int = 1,
+                 files: Optional[Sequence[str]] = None) -> tf.data.Dataset:
+        files = self.features.files(split) if files is None else list(files)
         if not files:
             raise ManifestError(f"{self.features.source} has no {split} shards "
                                 f"({self.features.manifest['shards'][split]})")
@@ -117,15 +118,42 @@ class CaptionData:
     def examples(self, split: str, global_batch: int, counts: Counts, training: bool,
                  shuffle_buffer: int = 0) -> tf.data.Dataset:
         """Batches of ({"features", "tokens"}, targets) for `fit`, all of exactly `global_batch` examples."""
+        ds, steps = self._batches(split, global_batch, counts, training, shuffle_buffer)
+        return _one_pipeline(ds.apply(tf.data.experimental.assert_cardinality(steps)))
+
+    def worker_examples(self, split: str, global_batch: int, counts: Counts, training: bool, shuffle_buffer: int,
+                        worker: Tuple[int, int], replica_batch: int, by_file: bool) -> tf.data.Dataset:
+        """One worker's share of `examples` in batches of `replica_batch`, for distribute_datasets_from_function.
+
+        by_file: the worker reads every `workers`-th shard (its share of each epoch differs a little in size,
+        so training repeats); else it reads all and keeps its slice of every global batch: the same global
+        batches as one worker would train on. `worker` is (index, workers).
+        """
+        index, workers = worker
+        if by_file:
+            files = self.features.files(split)[index::workers]
+            ds, _ = self._batches(split, replica_batch, counts, training, shuffle_buffer, files)
+        else:
+            ds, steps = self._batches(split, global_batch, counts, training, shuffle_buffer)
+            share = global_batch // workers
+            ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).map(
+                lambda inputs, targets: tf.nest.map_structure(
+                    lambda t: t[index * share:(index + 1) * share], (inputs, targets)))
+            ds = ds.unbatch().batch(replica_batch, drop_remainder=True)
+        return _one_pipeline(ds.repeat() if training else ds)
+
+    def _batches(self, split: str, global_batch: int, counts: Counts, training: bool, shuffle_buffer: int,
+                 files: Optional[Sequence[str]] = None) -> Tuple[tf.data.Dataset, int]:
+        """(batches of `global_batch` examples, how many a pass over the whole split makes)."""
         per_image = max(1.0, counts.examples / max(1, counts.images))
         record_buffer = max(1, int(shuffle_buffer / per_image)) if training else 1
-        ds = self._records(split, shuffle=training, record_buffer=record_buffer)
+        ds = self._records(split, shuffle=training, record_buffer=record_buffer, files=files)
         ds = ds.map(self._parse_for_training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.unbatch()
         if training:
             ds = ds.shuffle(max(2, min(int(shuffle_buffer) or 1, 8 * global_batch)), seed=self.seed + 2,
                             reshuffle_each_iteration=True)
-        # Every batch is a full global batch, which MirroredStrategy splits evenly across replicas. Evaluation
+        # Every batch is a full global batch, which the strategy splits evenly across replicas. Evaluation
         # drops its last partial batch too (unbiased, < 1 batch of examples unused), unless it has no full
         # batch at all: then it is padded with all-PAD rows, which Keras still counts in the mean (tiny sets only).
         pad_evaluation = not training and counts.examples < global_batch
@@ -136,11 +164,7 @@ class CaptionData:
         ds = ds.map(self._to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if pad_evaluation:
             ds = ds.map(lambda inputs, targets: _pad_batch((inputs, targets), global_batch))
-        steps = 1 if pad_evaluation else counts.examples // global_batch
-        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-        options = tf.data.Options()  # one worker: every replica's share comes from this one pipeline
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+        return ds, 1 if pad_evaluation else counts.examples // global_batch
 
     def images(self, split: str, batch_size: int,
                shuffle_buffer: int = 0) -> Iterator[Tuple[List[str], np.ndarray, List[List[List[str]]]]]:
@@ -161,6 +185,13 @@ class CaptionData:
             arrays = np.stack([schema.array_from_bytes(r, self.features.info) for r in raws])
             references = [[c.split() for c in j.decode("utf-8").split("\n") if c.strip()] for j in joined]
             yield [i.decode("utf-8") for i in ids], arrays, references
+
+
+def _one_pipeline(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """No auto-sharding: a worker's share is chosen here (worker_examples), and one worker feeds all its replicas."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def _caption_lengths(ids: tf.Tensor) -> tf.Tensor:

@@ -21,7 +21,9 @@ from captioner import bundle, storage
 from captioner.config import Config
 from captioner.decoder import architectures
 from captioner.layout import EXPORT_DIR, SUMMARY_FILE
-from trainer import data, evaluation, export, features_folder, self_critical, strategy, training
+from trainer import (custom_loop, data, evaluation, export, features_folder, self_critical, strategy, training,
+                     worker_inputs)
+from trainer.custom_loop import CustomLoop
 from trainer.job_folder import HISTORY, JobFolder
 
 log = logging.getLogger("trainer")
@@ -56,7 +58,8 @@ def run(config: Config, features: str, job_dir: str, devices: Optional[Sequence[
     if storage.is_remote(features):
         shutil.rmtree(os.path.join(work, "features"), ignore_errors=True)
     try:
-        folder = JobFolder.open(job_dir, work)
+        folder = (JobFolder.open(job_dir, work) if strategy.is_chief(distribution)
+                  else JobFolder.worker_copy(job_dir, work, fresh=overwrite))
         return _train(config, features, folder, distribution, eval_split, work, verbose, started, overwrite)
     finally:
         if own_work:
@@ -75,17 +78,23 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
     counts = {"train": caption_data.count("train"),
               "dev": caption_data.count("dev") if inputs.files("dev") else None}
     replicas = distribution.num_replicas_in_sync
+    chief = strategy.is_chief(distribution)
     global_batch = train_cfg.batch_size * replicas
     steps = data.steps_for(counts["train"], global_batch)
     log.info(features_folder.describe(inputs, counts))
-    log.info("strategy %s on %d replica(s) %s: global batch %d = %d per replica x %d; "
+    log.info("strategy %s on %d replica(s) in %d worker(s) %s: global batch %d = %d per replica x %d; "
              "%d steps per epoch over %d train examples, %d epochs",
-             type(distribution).__name__, replicas, ", ".join(strategy.strategy_devices(distribution)),
+             type(distribution).__name__, replicas, strategy.workers(distribution),
+             ", ".join(strategy.strategy_devices(distribution)),
              global_batch, train_cfg.batch_size, replicas, steps, counts["train"].examples, train_cfg.epochs)
 
-    train_ds = caption_data.examples("train", global_batch, counts["train"], True, train_cfg.shuffle_buffer)
-    val_ds = (caption_data.examples("dev", global_batch, counts["dev"], False)
-              if counts["dev"] and counts["dev"].examples else None)
+    multi_worker = train_cfg.strategy == "multi_worker"
+    if multi_worker:
+        train_ds, val_ds = worker_inputs.distributed(distribution, caption_data, counts, train_cfg, global_batch)
+    else:
+        train_ds = caption_data.examples("train", global_batch, counts["train"], True, train_cfg.shuffle_buffer)
+        val_ds = (caption_data.examples("dev", global_batch, counts["dev"], False)
+                  if counts["dev"] and counts["dev"].examples else None)
     if val_ds is None:
         log.warning("no dev examples: best weights and early stopping follow the training loss")
     keras.utils.set_random_seed(train_cfg.seed)
@@ -103,14 +112,23 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
         log.info("the cross-entropy epochs finished in an earlier run: going on with self-critical fine-tuning")
         history = folder.read_json(HISTORY)
     else:
-        history = training.fit(model, train_ds, val_ds, train_cfg, folder, run_info, verbose)
+        loop = CustomLoop(model, distribution, global_batch, train_cfg.xla) if multi_worker else None
+        history = training.fit(model, train_ds, val_ds, train_cfg, folder, run_info,
+                               verbose if chief else 0, loop, steps)
+        if loop and custom_loop.mean_step_seconds(loop):
+            log.info("%.4f s per train step after the first (%d steps)", custom_loop.mean_step_seconds(loop),
+                     len(loop.step_seconds))
         training.restore_best(model, folder)
     best = training.lowest_loss_epoch(history)
     scst_history = []
     if train_cfg.self_critical_epochs:
         scst_history = self_critical.fine_tune(model, distribution, caption_data, config, folder,
-                                               verbose=training.verbosity(verbose))
+                                               verbose=training.verbosity(verbose) if chief else 0)
     scst_best = self_critical.best_epoch(scst_history, train_cfg.select_metric)
+    if not chief:
+        log.info("worker %d of %d: done; the chief exports the bundle and writes %s",
+                 strategy.worker_index(distribution), strategy.workers(distribution), folder.job_dir)
+        return JobResult(folder.job_dir, "", history, None, {}, model)
 
     export_dir = export.export(model, folder.path(EXPORT_DIR), config, inputs)
     log.info("exported the bundle to %s", folder.shown(EXPORT_DIR))

@@ -71,6 +71,23 @@ class JobFolder:
                 break
         return cls(job_dir, local)
 
+    @classmethod
+    def worker_copy(cls, job_dir: str, work_dir: str, fresh: bool) -> "JobFolder":
+        """What a multi-worker job's non-chief process works in: a copy of the chief's job dir (so that it
+        resumes from the same epoch as the chief), under `work_dir`, never written back (only the chief
+        writes the job dir, as TensorFlow's multi-worker guides prescribe). `fresh` (--overwrite): no copy."""
+        local = os.path.join(work_dir, "job")
+        shutil.rmtree(local, ignore_errors=True)
+        os.makedirs(local)
+        if not fresh and any(storage.exists(storage.join(job_dir, *p.split(os.sep))) for p in _PROGRESS):
+            if storage.is_remote(job_dir):
+                storage.copy_folder_to_local(job_dir, local)
+            else:
+                shutil.copytree(job_dir, local, dirs_exist_ok=True)
+        folder = cls(job_dir, local)
+        folder.remote = None
+        return folder
+
     def path(self, relative: str) -> str:
         """The local path of a file in the job dir (what TensorFlow and Keras are given)."""
         return os.path.join(self.local, relative)

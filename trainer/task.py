@@ -93,7 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     result = job.run(config, args.features, args.job_dir, devices=devices, eval_split=args.eval_split,
                      work_dir=args.work_dir, verbose=args.verbose, overwrite=args.overwrite)
-    print("summary: " + json.dumps(result.summary, sort_keys=True), flush=True)
+    if result.summary:  # a multi-worker job's other workers leave the summary to the chief
+        print("summary: " + json.dumps(result.summary, sort_keys=True), flush=True)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Cross-entropy training: the masked caption loss, the schedule and a resumable `fit`.
+"""Cross-entropy training: the masked caption loss, the schedule and a resumable `fit` (Keras's, or the
+multi-worker CustomLoop with the same callbacks).
 
 Fault tolerance is Keras's: `BackupAndRestore` in job_dir/backup resumes an
 interrupted `fit` at the last finished epoch; the best weights by dev loss are
@@ -16,6 +17,7 @@ from typing import Iterator, Mapping, Optional
 import keras
 
 from trainer import callbacks
+from trainer.custom_loop import CustomLoop
 from trainer.job_folder import BACKUP, BEST_WEIGHTS, HISTORY, LOGS, JobFolder
 
 log = logging.getLogger("trainer")
@@ -90,8 +92,9 @@ def compile_model(model: keras.Model, train_cfg, steps_per_epoch: int, tokens_pe
 
 
 def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_info: Optional[Mapping] = None,
-        verbose: Optional[int] = None) -> dict:
-    """Runs (or resumes) `model.fit` with the job's callbacks; returns history.json's content."""
+        verbose: Optional[int] = None, loop: Optional[CustomLoop] = None, steps: int = 0) -> dict:
+    """Runs (or resumes) `model.fit` with the job's callbacks, or `loop.fit` (multi-worker: distributed datasets,
+    `steps` per epoch) with the same ones; returns history.json's content."""
     initial_epoch = folder.backup_epoch()
     if initial_epoch:
         log.info("resuming from the backup of epoch %d of %d", initial_epoch, train_cfg.epochs)
@@ -103,7 +106,7 @@ def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_
             if initial_epoch and e["epoch"] <= initial_epoch and monitor in e]
     # Order matters at each epoch end: the history and the best checkpoint first, then the backup (the
     # commit point a restart resumes from; later epochs in history.json are dropped then), then the sync.
-    steps = [
+    job_callbacks = [
         keras.callbacks.TerminateOnNaN(),
         callbacks.HistoryFile(folder, initial_epoch, dict(run_info or {})),
         callbacks.tensorboard_callback(folder.path(LOGS)),
@@ -111,12 +114,15 @@ def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_
                                         save_weights_only=True, initial_value_threshold=min(past) if past else None),
     ]
     if train_cfg.early_stopping_patience:
-        steps.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=train_cfg.early_stopping_patience))
-    steps.append(keras.callbacks.BackupAndRestore(folder.path(BACKUP)))
+        job_callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=train_cfg.early_stopping_patience))
+    job_callbacks.append(keras.callbacks.BackupAndRestore(folder.path(BACKUP)))
     if folder.remote:
-        steps.append(callbacks.SyncToRemote(folder))
-    model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, callbacks=steps, verbose=verbosity(verbose),
-              shuffle=False)  # tf.data shuffles (seeded); Keras cannot shuffle a dataset and warns when asked to
+        job_callbacks.append(callbacks.SyncToRemote(folder))
+    if loop is None:
+        model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, callbacks=job_callbacks,
+                  verbose=verbosity(verbose), shuffle=False)  # tf.data shuffles (seeded); Keras warns when asked to
+    else:
+        loop.fit(train_ds, val_ds, train_cfg.epochs, initial_epoch, steps, job_callbacks, verbosity(verbose))
     return folder.read_json(HISTORY, callbacks.empty_history())
 
 

@@ -57,7 +57,13 @@ class TrainConfig:
     early_stopping_patience: int = setting(3, "stop after this many epochs without a better dev loss; 0 = never",
                                            minimum=0)
     strategy: str = setting("mirrored", "mirrored: MirroredStrategy over every visible GPU (else the CPU); "
-                                        "default: one device", choices=("mirrored", "default"))
+                                        "default: one device; multi_worker: MultiWorkerMirroredStrategy over the "
+                                        "machines TF_CONFIG names (Vertex AI sets it), every GPU of each",
+                            choices=("mirrored", "default", "multi_worker"))
+    input_sharding: str = setting("auto", "with strategy=multi_worker, how workers split the train split: file "
+                                          "(each reads its own shards), data (each reads all and keeps its part "
+                                          "of every global batch), auto (file when there are at least 4 shards "
+                                          "per worker)", choices=("auto", "file", "data"))
     shuffle_buffer: int = setting(20000, "(image, caption) examples the shuffle buffer holds", minimum=0)
     sort_window_batches: int = setting(16, "batches formed from length-sorted windows of this many batches "
                                            "(about 2x faster epochs); 0 or 1 = off", minimum=0)
