@@ -8,7 +8,8 @@
        BLEU / ROUGE-L / CIDEr-D / METEOR statistics into a combine (captioner/metrics/report.Totals)
     -> metrics.json's corpus scores
 
-Side inputs hold only bounded things: the number of images scored and FREQUENT_NGRAMS n-grams' df.
+Side inputs hold only bounded things: the number of images scored and FREQUENT_NGRAMS n-grams' df. Not yet
+flat in memory on DirectRunner (bench/RESULTS.md): the rare n-grams' shuffles grow with the set there.
 """
 from __future__ import annotations
 
