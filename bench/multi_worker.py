@@ -12,10 +12,13 @@ speed-up: both workers share the machine's memory bandwidth, and there is no net
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
+import subprocess
 import sys
+import time
 
 from bench import harness
 
@@ -53,7 +56,46 @@ def _measure(name: str, workers: int, divide: int, features: str, work: str, arg
             "step_s": step, "parameters": parameters, "wall_s": run["wall_s"]}
 
 
-def report(runs: list, args) -> str:
+def _all_reduce_worker(megabytes: float, result: str) -> None:
+    """In a worker process (TF_CONFIG set): the mean time of an all-reduce of `megabytes` of float32."""
+    import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        values = tf.Variable(tf.ones([int(megabytes * 1e6 / 4)]))
+
+    @tf.function
+    def step():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("sum", tf.identity(values)))
+
+    def timed(repeats: int) -> float:
+        started = time.perf_counter()
+        for _ in range(repeats):
+            strategy.experimental_local_results(step())[0].numpy()
+        return (time.perf_counter() - started) / repeats
+
+    timed(3)  # traces, connects
+    seconds = timed(30)
+    if result:
+        harness.write_json(result, {"all_reduce_s": seconds})
+
+
+def _measure_all_reduce(megabytes: float, work: str) -> float:
+    """Two worker processes all-reducing `megabytes`: seconds per all-reduce (worker 0's mean)."""
+    from trainer import local_cluster
+    ports, result = local_cluster.free_ports(2), os.path.join(work, "all_reduce.json")
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "bench.multi_worker", "--_all_reduce_mb", str(megabytes),
+         "--_result", result if index == 0 else ""],
+        env=dict(os.environ, TF_CONFIG=local_cluster.tf_config(ports, index), TF_NUM_INTRAOP_THREADS="1",
+                 TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for index in range(2)]
+    print(f"[bench] all-reduce of {megabytes:.1f} MB between 2 processes ...", flush=True)
+    if local_cluster.wait(processes) != 0:
+        raise SystemExit("error: the all-reduce measurement failed")
+    return harness.read_json(result)["all_reduce_s"]
+
+
+def report(runs: list, args, all_reduce_s: float) -> str:
     single = runs[0]
     rows = []
     for run in runs:
@@ -65,11 +107,13 @@ def report(runs: list, args) -> str:
                      f"{(run['global_batch'] / run['step_s']) / (single['global_batch'] / single['step_s']):.2f}x",
                      share, f"{run['wall_s']:.0f}"])
     table = harness.markdown_table(["run", "global batch", "step ms", "examples/s", "examples/s vs 1 worker",
-                                    "all-reduce share of the step", "wall s"], rows)
+                                    "added by the 2nd worker, share of the step", "wall s"], rows)
     return (f"- command: `{harness.command_line('multi_worker')}`\n- machine: {harness.machine()}; {harness.today()}"
             f"\n- decoder: attention LSTM, {args.units} units, {single['parameters']:,} trainable parameters "
             f"(gradients all-reduced each step: {4 * single['parameters'] / 1e6:.1f} MB float32); "
-            f"{args.images} train images x 3 captions, {args.epochs} epochs\n\n{table}\n")
+            f"{args.images} train images x 3 captions, {args.epochs} epochs\n- an all-reduce of those "
+            f"{4 * single['parameters'] / 1e6:.1f} MB between the two processes alone: {1000 * all_reduce_s:.1f} ms"
+            f"\n\n{table}\n")
 
 
 def main() -> None:
@@ -80,11 +124,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default: %(default)s)")
     parser.add_argument("--work", default=os.path.join(harness.ROOT, "bench", "out", "multi_worker"),
                         help="where the features and runs go (default: %(default)s)")
+    parser.add_argument("--_all_reduce_mb", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--_result", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args._all_reduce_mb:
+        _all_reduce_worker(args._all_reduce_mb, args._result)
+        return
     os.makedirs(args.work, exist_ok=True)
     features = _features(args.work, args.images)
     runs = [_measure(name, workers, divide, features, args.work, args) for name, workers, divide in RUNS]
-    print(report(runs, args))
+    all_reduce_s = _measure_all_reduce(4 * runs[0]["parameters"] / 1e6, args.work)
+    print(report(runs, args, all_reduce_s))
 
 
 if __name__ == "__main__":

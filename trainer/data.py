@@ -20,7 +20,8 @@ Why it looks like this:
   demo's shapes), 0 or 1 turns sorting off.
 - The order depends on the seed only (seeded shuffles, deterministic
   interleave), so runs with different replica counts see the same global
-  batches.
+  batches; a multi-worker job's workers take their slice of each
+  (`worker_examples`), or read their own shards.
 """
 from __future__ import annotations
 

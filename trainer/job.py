@@ -1,5 +1,8 @@
 """One trainer job from start to end: features -> strategy -> fit (or resume) -> best weights -> export -> BLEU.
 
+Under train.strategy=multi_worker every worker process runs this; the cross-entropy epochs run in
+trainer/custom_loop.py instead of Keras's fit, and only the chief writes the job dir and exports.
+
 `run` is what `python -m trainer.task` calls and what tests call in-process.
 Paths may be gs://: the features are copied to a local cache and the job is
 worked on through a `JobFolder` (a local copy mirrored to the gs:// job dir
