@@ -47,6 +47,9 @@ def test_two_workers_train_as_one_worker_with_the_same_global_batch(synthetic, t
     chief, worker = _logs(log_dir)
     assert "global batch 16 = 8 per replica x 2" in chief and "input sharding by data" in chief
     assert "worker 1 of 2: done; the chief exports" in worker and "summary:" not in worker
+    assert "- loss:" in chief and "- loss:" not in worker  # the progress bar, on the chief only
+    assert os.path.exists(os.path.join(job_dir, "checkpoints", "best.weights.h5"))
+    assert any(name.startswith("events.") for _, _, names in os.walk(os.path.join(job_dir, "logs")) for name in names)
 
     two = _read(os.path.join(job_dir, HISTORY))
     assert two["runs"][0]["replicas"] == 2 and len(two["epochs"]) == 4
@@ -63,8 +66,8 @@ def test_two_workers_train_as_one_worker_with_the_same_global_batch(synthetic, t
 @pytest.mark.slow
 def test_sigkill_of_a_worker_then_restarting_both_resumes_from_the_chiefs_backup(synthetic, tmp_path):
     job_dir = str(tmp_path / "job")
-    config = tiny_config(epochs=6, batch_size=8, early_stopping_patience=0, input_sharding="file",
-                         self_critical_epochs=1)
+    config = tiny_config(epochs=5, batch_size=8, early_stopping_patience=0, input_sharding="file",
+                         self_critical_epochs=1, self_critical_samples=2)
     metadata = os.path.join(job_dir, BACKUP_METADATA)
 
     def backed_up_epoch() -> int:
@@ -86,15 +89,15 @@ def test_sigkill_of_a_worker_then_restarting_both_resumes_from_the_chiefs_backup
             process.kill()
             process.wait()
     killed_at = backed_up_epoch()
-    assert 1 <= killed_at < 6 and not os.path.exists(os.path.join(job_dir, "export"))
+    assert 1 <= killed_at < 5 and not os.path.exists(os.path.join(job_dir, "export"))
 
     second = _workers(config, synthetic, job_dir, tmp_path / "second", "--eval_split", "none")
     assert local_cluster.wait(second) == 0, _logs(tmp_path / "second")[0][-3000:]
     for log in _logs(tmp_path / "second"):
-        assert f"resuming from the backup of epoch {killed_at} of 6" in log and "input sharding by file" in log
+        assert f"resuming from the backup of epoch {killed_at} of 5" in log and "input sharding by file" in log
     history = _read(os.path.join(job_dir, HISTORY))
     assert [r["initial_epoch"] for r in history["runs"]] == [0, killed_at]
-    assert [e["epoch"] for e in history["epochs"]] == list(range(1, 7))
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, 6))
     assert [e["epoch"] for e in _read(os.path.join(job_dir, SELF_CRITICAL_HISTORY))["epochs"]] == [0, 1]
     assert os.path.exists(os.path.join(job_dir, "export", MODEL_FILE))
 
