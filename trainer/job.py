@@ -118,9 +118,9 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
         loop = CustomLoop(model, distribution, global_batch, train_cfg.xla) if multi_worker else None
         history = training.fit(model, train_ds, val_ds, train_cfg, folder, run_info,
                                verbose if chief else 0, loop, steps)
-        if loop and custom_loop.mean_step_seconds(loop):
-            log.info("%.4f s per train step after the first (%d steps)", custom_loop.mean_step_seconds(loop),
-                     len(loop.step_seconds))
+        step_seconds = custom_loop.mean_step_seconds(loop)
+        if step_seconds:
+            log.info("%.4f s per train step after the first (%d steps)", step_seconds, len(loop.step_seconds))
         training.restore_best(model, folder)
     best = training.lowest_loss_epoch(history)
     scst_history = []

@@ -38,7 +38,14 @@ def tf_config(ports: Sequence[int], index: int) -> str:
 
 def start(trainer_args: Sequence[str], workers: int, threads: int = 0, log_dir: Optional[str] = None,
           env: Optional[dict] = None, cwd: Optional[str] = None) -> List[subprocess.Popen]:
-    """Starts the worker processes (worker 0 is the chief); their output goes to log_dir/worker-<i>.log."""
+    """Starts the trainer's worker processes (worker 0 is the chief); output to log_dir/worker-<i>.log."""
+    return start_processes(["-m", "trainer.task", *trainer_args, "--set", "train.strategy=multi_worker"],
+                           workers, threads, log_dir, env, cwd)
+
+
+def start_processes(python_args: Sequence[str], workers: int, threads: int = 0, log_dir: Optional[str] = None,
+                    env: Optional[dict] = None, cwd: Optional[str] = None) -> List[subprocess.Popen]:
+    """`python PYTHON_ARGS` as `workers` processes, each with its TF_CONFIG (and `threads` TensorFlow threads)."""
     ports = free_ports(workers)
     processes = []
     for index in range(workers):
@@ -46,9 +53,8 @@ def start(trainer_args: Sequence[str], workers: int, threads: int = 0, log_dir: 
         if threads:
             worker_env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
         output = open(os.path.join(log_dir, f"worker-{index}.log"), "w") if log_dir else None
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "trainer.task", *trainer_args, "--set", "train.strategy=multi_worker"],
-            env=worker_env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT if output else None))
+        processes.append(subprocess.Popen([sys.executable, *python_args], env=worker_env, cwd=cwd, stdout=output,
+                                          stderr=subprocess.STDOUT if output else None))
     return processes
 
 

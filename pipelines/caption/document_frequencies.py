@@ -27,7 +27,8 @@ def _needs_and_references(element, tokenization: str):
     """(n-gram, (1 if this image's score needs it, 1 if this image's references hold it)) per n-gram."""
     candidate, references = element[1][tokenization]
     in_references = cider.reference_ngrams(references)
-    return [(gram, (1, int(gram in in_references))) for gram in cider.needed_ngrams(candidate, references)]
+    needed = in_references | set(cider.ngram_counts(candidate))  # cider.needed_ngrams, references counted once
+    return [(gram, (1, int(gram in in_references))) for gram in needed]
 
 
 def _sum_pairs(pairs):
