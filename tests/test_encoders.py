@@ -62,7 +62,8 @@ def test_mobilenet_v1_tflite_matches_a_direct_interpreter(v1_spatial, mobilenet_
     assert v1_spatial.identity == {
         "name": "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", "source": mobilenet_v1_tflite,
         "weights": "file", "spatial": True, "input_size": [224, 224],
-        "weights_sha256": "f409ef4f73fcbb9667841965623c5c8524aac33d41b9bf5f3667161fb4a76319"}
+        "weights_sha256": "f409ef4f73fcbb9667841965623c5c8524aac33d41b9bf5f3667161fb4a76319",
+        "preprocessing": "the model's input quantization (uint8 raw RGB)"}
 
 
 def test_mobilenet_v1_tflite_batch_equals_single_images(v1_spatial, mobilenet_v1_tflite, flickr_images):
@@ -252,4 +253,5 @@ def test_encoders_travel_to_beam_workers_as_their_identity(v1_spatial, flickr_im
 def test_describe_encoders_lists_every_entry():
     lines = encoders.describe_encoders().splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == ["vgg16", "inception_v3", "mobilenet_v2", "efficientnet_b0", "PATH.tflite", "thumbnail"]
+    assert names == ["vgg16", "inception_v3", "mobilenet_v2", "efficientnet_b0", "PATH.tflite", "PATH.keras",
+                     "thumbnail"]

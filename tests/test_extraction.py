@@ -4,13 +4,14 @@ import os
 import shutil
 import tempfile
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from captioner import captions as caption_files
-from captioner import config, demo_data, manifest, schema, storage, text
+from captioner import config, demo_data, encoders, manifest, schema, storage, text
 from captioner.errors import InputError, OutputError, UsageError
 from captioner.layout import MANIFEST_FILE, SPLIT_FILES, VOCABULARY_FILE
 from pipelines import caption_and_score, extract_features
@@ -267,3 +268,31 @@ def test_a_karpathy_split_file_decides_the_splits_and_gives_coco_ids(tmp_path):
     assert {r["image_id"]: r["coco_id"] for r in records} == ids
     assert {r["image_id"]: sorted(r["raw_captions"]) for r in records} == {n: sorted(c) for n, c in captions.items()}
     assert written["counts"] == {split: len(lists.get(split, [])) for split in schema.SPLITS}
+
+
+def test_a_keras_file_encoder_extracts_its_float_map(tmp_path):
+    """A `.keras` encoder (preprocessing inside, as from_tflite writes them) through the pipeline."""
+    pixels = keras.Input((32, 32, 3), name="pixels")
+    x = keras.layers.Rescaling(1 / 255, name="preprocess")(pixels)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="block1_conv")(x)
+    path = str(tmp_path / "tiny.keras")
+    keras.Model(pixels, x).save(path)
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(3)
+    for number in range(5):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{number}.png")
+    written = extract_features.run(["--config", "local", "--images", str(tmp_path / "images" / "*.png"),
+                                    "--encoder", path, "--output", str(tmp_path / "features"), "--runner=FnApiRunner"])
+    encoder = encoders.load_encoder(path, spatial=True)
+    assert written["encoder"] == encoder.identity and written["encoder"]["preprocessing"].startswith(
+        "inside the model: Rescaling(scale=0.00392")
+    assert written["features"]["spatial"] == {"shape": [16, 16, 6], "dtype": "float16", "scale": None,
+                                              "zero_point": 0}
+    records = {r["image_id"]: r for r in map(schema.parse_example_py, _records(str(tmp_path / "features")))}
+    assert sorted(records) == [f"{number}.png" for number in range(5)]
+    for image_id, record in records.items():
+        expected = encoder.encode(np.asarray(Image.open(tmp_path / "images" / image_id))[None])
+        for name in ("pooled", "spatial"):
+            stored = schema.array_from_bytes(record[name], written["features"][name])
+            assert stored.dtype == np.float16
+            np.testing.assert_array_equal(stored, expected[name][0])

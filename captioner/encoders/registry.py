@@ -7,9 +7,10 @@ checks that its weights are still the same ones.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
-from captioner.encoders import thumbnail
+from captioner.encoders import keras_file, thumbnail
 from captioner.encoders.base import Encoder, EncoderError
 from captioner.encoders.keras_apps import APPS, KerasEncoder
 from captioner.encoders.tflite import TFLiteEncoder
@@ -20,20 +21,26 @@ THUMBNAIL = thumbnail.NAME
 
 def load_encoder(name_or_path: str, weights: str = "none", spatial: bool = False,
                  num_threads: Optional[int] = None) -> Encoder:
-    """Loads an encoder by registry name or from a `.tflite` path (see `describe_encoders()`).
+    """Loads an encoder by registry name or from a `.tflite` or `.keras` path (see `describe_encoders()`).
 
     `weights` applies to the keras.applications names: "imagenet" (downloaded by
     Keras), "none" (random, seeded, reproducible) or a weights file path, local
-    or gs://. A TFLite file carries its own weights ("file"); thumbnail has none.
-    `num_threads` sets the TFLite interpreter's threads, or TensorFlow's op threads
-    for a Keras model when this process has not run TensorFlow yet (default: all cores).
+    or gs://. A TFLite or Keras file carries its own weights ("file"); thumbnail
+    has none. `num_threads` sets the TFLite interpreter's threads, or TensorFlow's
+    op threads for a Keras model when this process has not run TensorFlow yet
+    (default: all cores).
     """
     name = str(name_or_path)
-    if name.lower().endswith(".tflite"):
-        if weights not in ("none", "file"):
-            raise EncoderError(f"weights={weights!r} given for TFLite model {name}: a .tflite file carries "
-                             "its own weights; leave weights at 'none' (or 'file')")
+    suffix = os.path.splitext(name.lower())[1]
+    if suffix in (".tflite", ".keras") and weights not in ("none", "file"):
+        raise EncoderError(f"weights={weights!r} given for model file {name}: a {suffix} file carries its own "
+                           "weights; leave weights at 'none' (or 'file')")
+    if suffix == ".tflite":
         encoder = TFLiteEncoder(name, spatial=spatial, num_threads=num_threads)
+    elif suffix == ".keras":
+        if num_threads:
+            limit_tensorflow_threads(num_threads)
+        encoder = keras_file.KerasFileEncoder(name, spatial=spatial)
     elif name == THUMBNAIL:
         if weights != "none":
             raise EncoderError(f"the {THUMBNAIL} encoder has no weights; got weights={weights!r}, use 'none'")
@@ -44,7 +51,7 @@ def load_encoder(name_or_path: str, weights: str = "none", spatial: bool = False
         encoder = KerasEncoder(name, weights=weights, spatial=spatial)
     else:
         raise EncoderError(f"unknown encoder {name!r}; accepted are a registry name or a path ending in "
-                         f".tflite:\n{describe_encoders()}")
+                           f".tflite or .keras:\n{describe_encoders()}")
     encoder._num_threads = num_threads
     encoder._reload = encoder_from_identity
     return encoder
@@ -72,5 +79,6 @@ def describe_encoders() -> str:
     lines = [f"  {name:<16}{app.summary}" for name, app in APPS.items()]
     lines.append(f"  {'PATH.tflite':<16}TFLite model (local or gs://), input [1,h,w,3] uint8/int8/float32; "
                  "pooled = its output as a vector, spatial = its last HxWxC map; weights: the file")
+    lines.append(f"  {'PATH.keras':<16}{keras_file.SUMMARY}")
     lines.append(f"  {THUMBNAIL:<16}{thumbnail.SUMMARY}")
     return "\n".join(lines)

@@ -31,6 +31,9 @@ from captioner.encoders.base import Encoder, EncoderError, feature, make_identit
 
 _INPUT_DTYPES = {np.uint8: "uint8 (raw RGB 0..255)", np.int8: "int8 (RGB - 128)",
                  np.float32: "float32 (RGB scaled to [-1, 1])"}
+_PREPROCESSING = {np.uint8: "the model's input quantization (uint8 raw RGB)",
+                  np.int8: "RGB - 128, then the model's input quantization (int8)",
+                  np.float32: "pixels / 127.5 - 1 (float32 input)"}
 
 
 def _quantization(detail: dict) -> tuple:
@@ -39,6 +42,9 @@ def _quantization(detail: dict) -> tuple:
 
 
 class TFLiteEncoder(Encoder):
+    _untrainable = ("a TFLite interpreter cannot train; rebuild it as a float Keras model with "
+                    "`python -m captioner.encoders.from_tflite IN.tflite OUT.keras` and use OUT.keras")
+
     def __init__(self, path: str, spatial: bool = False, num_threads: Optional[int] = None):
         if not storage.exists(path):
             raise EncoderError(f"TFLite model {path!r} does not exist: give a .tflite file path, local or gs://")
@@ -70,7 +76,8 @@ class TFLiteEncoder(Encoder):
             self._info["spatial"] = feature(self._spatial["shape"][1:], np.dtype(self._spatial["dtype"]).name,
                                             *_quantization(self._spatial))
         sha = hashlib.sha256(self._content).hexdigest()
-        self.identity = make_identity(os.path.basename(path), path, "file", sha, spatial, self.input_size)
+        self.identity = make_identity(os.path.basename(path), path, "file", sha, spatial, self.input_size,
+                                      _PREPROCESSING[self._input["dtype"]])
 
     def _new_interpreter(self) -> tf.lite.Interpreter:
         with warnings.catch_warnings():

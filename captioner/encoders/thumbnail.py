@@ -25,11 +25,15 @@ class ThumbnailEncoder(Encoder):
     to 320 floats. That is all synthetic shape-and-colour scenes need.
     """
 
+    _untrainable = ("it is a fixed computation without weights; for a trainable encoder use a .keras file "
+                    "(e.g. from `python -m captioner.encoders.from_tflite IN.tflite OUT.keras`) or a "
+                    "keras.applications name")
+
     def __init__(self, spatial: bool = False):
         self.input_size = _SIZE
         self.spatial = spatial
         self.identity = make_identity(NAME, NAME, "none", hashlib.sha256(b"thumbnail-v2").hexdigest(), spatial,
-                                      self.input_size)
+                                      self.input_size, "pixels / 255, 8x8 block means")
         self._info = {"pooled": feature([_GRID * _GRID * _CHANNELS], "float32")}
         if spatial:
             self._info["spatial"] = feature([_GRID, _GRID, _CHANNELS], "float32")
