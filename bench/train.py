@@ -20,6 +20,7 @@ the targets: (b) >= 5x faster per epoch than (a), (d) >= 50x faster than (c), (b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shlex
@@ -103,7 +104,8 @@ def _bundle_and_test(args):
 def measure_classic_decode(args) -> dict:
     captioner, test = _bundle_and_test(args)
     values = dict(zip(test.ids, test.features))  # dequantized, as the tutorials keep them
-    return tutorial.caption_all(captioner.model, captioner.tokens, test.ids, values.__getitem__, captioner.max_length)
+    return tutorial.caption_all(captioner.model, captioner.tokens, test.ids, values.__getitem__,
+                                captioner.decoding.max_length)
 
 
 def measure_batched_decode(args) -> dict:
@@ -111,9 +113,10 @@ def measure_batched_decode(args) -> dict:
     captioner, test = _bundle_and_test(args)
     captioner.batch_size = args.batch  # Captioner splits its input into batches of this size
     stored = {captioner.feature: test.stored}
+    greedy = dataclasses.replace(captioner.decoding, beam_size=1)
     passes = []
     for _ in range(2):  # pass 1 traces the tf.function(s), pass 2 is the steady state
-        seconds, results = harness.timed(captioner.caption_features, stored, beam_size=1)
+        seconds, results = harness.timed(captioner.caption_features, stored, greedy)
         passes.append(seconds)
     return {"images": len(test.ids), "seconds": passes[1], "cold_seconds": passes[0],
             "captions_per_s": len(test.ids) / passes[1], "parameters": parameter_count(captioner.model),

@@ -5,7 +5,8 @@ A bundle is self-contained and pickle-free:
     vocabulary.txt   the token table in id order, `token<TAB>count` lines (PAD, OOV, START, END first),
                      so `text.decoder_tokens(parse_vocabulary(...))` rebuilds the very same ids
     bundle.json      bundle and schema versions, decoder, the features it consumes (manifest info),
-                     max_length, the manifest's encoder identity, the training config
+                     max_length (of the training captions; decoding takes caption.max_length), the manifest's
+                     encoder identity, the training config (its caption section: how the bundle decodes by default)
     encoder/         a copy of the encoder file (e.g. the .tflite) when the manifest names one by path
 
 The trainer writes it (`trainer/export.py`, with `describe` below); the caption job and the
@@ -13,6 +14,7 @@ trainer's own evaluation read it through `Captioner.load`, so both see the same 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -24,11 +26,15 @@ import numpy as np
 
 from captioner import encoders, schema, storage, text
 from captioner.decoder import search
+from captioner.decoder.decoding import Decoding
+from captioner.config.sections import CaptionConfig
 from captioner.errors import InputError
 from captioner.threads import limit_tensorflow_threads
 from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, EXPORT_DIR, MODEL_FILE
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: the bundle may carry a fine-tuned encoder (encoder/encoder.keras)
+READABLE_BUNDLE_VERSIONS = (1, 2)
+_CAPTION_DEFAULTS = dataclasses.asdict(CaptionConfig())  # for bundles whose recorded config predates a key
 
 
 class BundleError(InputError, ValueError):
@@ -72,10 +78,11 @@ def read_info(export_dir: str) -> dict:
                 ": point at the export/ folder of a finished `python -m trainer.task` job (JOB_DIR/export)")
         raise BundleError(f"{export_dir} holds no {BUNDLE_FILE}{hint}")
     info = json.loads(storage.read_text(path))
-    if info.get("schema_version") != schema.SCHEMA_VERSION or info.get("bundle_version") != BUNDLE_VERSION:
+    if info.get("schema_version") not in schema.READABLE_VERSIONS or \
+            info.get("bundle_version") not in READABLE_BUNDLE_VERSIONS:
         raise BundleError(f"{export_dir} is a bundle of schema {info.get('schema_version')} / bundle version "
-                          f"{info.get('bundle_version')}; this code reads {schema.SCHEMA_VERSION} / "
-                          f"{BUNDLE_VERSION}: retrain or caption with the matching version")
+                          f"{info.get('bundle_version')}; this code reads schemas {schema.READABLE_VERSIONS} / "
+                          f"bundle versions {READABLE_BUNDLE_VERSIONS}: retrain or caption with the matching version")
     return info
 
 
@@ -90,7 +97,8 @@ class Captioner:
         self.feature_info: dict = {name: dict(bundle["features"][name]) for name in bundle["consumes"]}
         self.identity: dict = {"decoder": bundle["decoder"], "encoder": dict(bundle["encoder"]),
                                "export_dir": export_dir}
-        self.max_length = int(bundle["max_length"])
+        # how it decodes unless a caller says otherwise: the caption section of the config it was trained with
+        self.decoding = Decoding.from_config({**_CAPTION_DEFAULTS, **bundle.get("config", {}).get("caption", {})})
         self.decoder = search.SequenceDecoder(model, len(self.tokens))
         self.num_threads = num_threads
         self._encoder = None
@@ -111,7 +119,7 @@ class Captioner:
                 raise BundleError(f"{export_dir} holds no {name}: the export is incomplete; re-run the trainer "
                                   "with the same --job_dir to export again")
         for name, sha in info.get("checksums", {}).items():  # absent in bundles exported before they were kept
-            if storage.file_sha256(os.path.join(local, name)) != sha:
+            if storage.file_sha256(os.path.join(local, *name.split("/"))) != sha:
                 raise BundleError(f"{export_dir}: {name} does not match bundle.json (the export is incomplete, or "
                                   "mixes two exports); re-run the trainer with the same --job_dir to export again")
         words = [w for w, _ in text.parse_vocabulary(storage.read_text(os.path.join(local, BUNDLE_VOCABULARY_FILE)))]
@@ -123,11 +131,12 @@ class Captioner:
         return cls(model, tokens, info, export_dir, local, num_threads)
 
     # --- captioning -----------------------------------------------------------------------------
-    def caption_features(self, features: Mapping[str, np.ndarray], beam_size: int = 1,
-                         length_penalty: float = 0.0, max_length: Optional[int] = None) -> List[Tuple[str, float]]:
+    def caption_features(self, features: Mapping[str, np.ndarray],
+                         decoding: Optional[Decoding] = None) -> List[Tuple[str, float]]:
         """(caption, total log-probability) per image, from features in the stored dtype (e.g. uint8).
 
         The images are decoded as one batch: callers batch (the caption job's RunInference does).
+        `decoding` defaults to `self.decoding`, the caption config the bundle was trained with.
         """
         if self.feature not in features:
             raise ValueError(f"this decoder consumes {self.feature!r} features, got {sorted(features)}")
@@ -140,9 +149,7 @@ class Captioner:
         if np.issubdtype(np.dtype(info["dtype"]), np.integer) and not np.issubdtype(values.dtype, np.integer):
             raise ValueError(f"{self.feature} features are stored as {info['dtype']} (quantized); pass them as "
                              f"stored, not as {values.dtype}: they are dequantized here")
-        ids, scores = self.decoder.decode(schema.dequantize(values, info), beam_size=int(beam_size),
-                                          max_length=int(max_length or self.max_length),
-                                          length_penalty=float(length_penalty))
+        ids, scores = self.decoder.decode(schema.dequantize(values, info), decoding or self.decoding)
         return [(" ".join(search.ids_to_words(row, self.tokens)), float(score)) for row, score in zip(ids, scores)]
 
     @property
@@ -155,7 +162,7 @@ class Captioner:
             self._encoder = encoders.encoder_from_identity(identity, num_threads=self.num_threads)
         return self._encoder
 
-    def caption_images(self, images: np.ndarray, **kwargs) -> List[Tuple[str, float]]:
+    def caption_images(self, images: np.ndarray, decoding: Optional[Decoding] = None) -> List[Tuple[str, float]]:
         """Images uint8 [N, h, w, 3], already resized to the encoder's input_size -> (caption, log-prob)."""
         features = self.encoder.encode(np.asarray(images))
-        return self.caption_features(features, **kwargs)
+        return self.caption_features(features, decoding)

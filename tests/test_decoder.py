@@ -77,10 +77,10 @@ def test_greedy_beam_and_sampling_search_a_transformer():
     features = np.random.default_rng(0).random((4, 2, 2, 12), np.float32)
     decoder = search.SequenceDecoder(model, 12)
     greedy, greedy_scores = decoder.greedy(features, max_length=6)
-    one, one_scores = decoder.beam(features, beam_size=1, max_length=6)
+    one, one_scores = decoder.beam(features, beam_size=1, max_length=6, length_penalty=0.0)
     np.testing.assert_array_equal(one, greedy)
     np.testing.assert_array_equal(one_scores, greedy_scores)
-    beam, beam_scores = decoder.beam(features, beam_size=3, max_length=6)
+    beam, beam_scores = decoder.beam(features, beam_size=3, max_length=6, length_penalty=0.0)
     assert beam.shape == greedy.shape == (4, 8) and (beam[:, 0] == START_ID).all()
     assert (beam_scores >= greedy_scores - 1e-5).all()
     # the scores are what the whole model gives those captions: the caches followed the beams

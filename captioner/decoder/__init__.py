@@ -4,6 +4,7 @@
     transformer    the Transformer decoder's blocks
     stepwise       the same layers run one token at a time with the state carried
     search         batched greedy and beam search (and sampling) over the stepwise decoder
+    decoding       the decoding settings (beam size, length penalty, max length) as one value
 
 The trainer builds and fits these models; the caption job only loads and
 searches them (through `captioner.bundle.Captioner`), so it never imports the trainer.

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioner.decoder import stepwise
+from captioner.decoder.decoding import Decoding
 from captioner.text import END_ID, OOV_ID, PAD_ID, START_ID
 _NEG = -1e9  # "impossible" without -inf arithmetic (inf - inf = nan)
 
@@ -54,7 +55,7 @@ class SequenceDecoder:
         return tokens.numpy(), scores.numpy()
 
     def beam(self, features: np.ndarray, beam_size: int, max_length: int,
-             length_penalty: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+             length_penalty: float) -> Tuple[np.ndarray, np.ndarray]:
         """The best beam per image: token ids [N, max_length+2] and total log-probabilities [N]."""
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -76,11 +77,11 @@ class SequenceDecoder:
                                          tf.constant(int(max_length), tf.int32), tf.constant(int(seed), tf.int32))
         return tokens.numpy(), scores.numpy()
 
-    def decode(self, features: np.ndarray, beam_size: int = 1, max_length: int = 32,
-               length_penalty: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
-        if beam_size == 1:
-            return self.greedy(features, max_length)
-        return self.beam(features, beam_size, max_length, length_penalty)
+    def decode(self, features: np.ndarray, decoding: Decoding) -> Tuple[np.ndarray, np.ndarray]:
+        """Greedy or beam search as `decoding` says: token ids [N, max_length+2] and log-probabilities [N]."""
+        if decoding.beam_size == 1:
+            return self.greedy(features, decoding.max_length)
+        return self.beam(features, decoding.beam_size, decoding.max_length, decoding.length_penalty)
 
     # --- graph pieces ---------------------------------------------------------------------------
     def _start(self, features, max_length):

@@ -20,6 +20,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from captioner import bleu, manifest, schema, sources, text
 from captioner.config import Config
+from captioner.decoder.decoding import Decoding
 from pipelines import progress
 from pipelines.caption import outputs
 from pipelines.caption.captioner_handler import FEATURES, IMAGES, CaptionerModelHandler
@@ -164,11 +165,9 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
     else:
         keyed = todo | "KeyRecords" >> beam.Map(lambda e: ((e[0], e[1], e[2], e[3], None), e[4]))
 
-    decode_args = {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
-                   "max_length": decoding.max_length}
     handler = KeyedModelHandler(CaptionerModelHandler(settings.model, settings.source, decoding.batch_size,
-                                                      decode_args, settings.threads, decoding.share_model,
-                                                      decoding.model_copies))
+                                                      Decoding.from_config(decoding), settings.threads,
+                                                      decoding.share_model, decoding.model_copies))
     captioned, failed = keyed | "Caption" >> RunInference(handler).with_exception_handling()
     dead.append(failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
         lambda failure: [dead_letter(key[0], key[1], f"captioning failed on its batch: {failure[1]}", "caption")

@@ -26,6 +26,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from captioner import manifest, storage
+from captioner.decoder.decoding import Decoding
 from captioner.errors import InputError
 from captioner.layout import BLEU_JSON, CAPTIONS_PREFIX, COCO_RESULTS_PREFIX, DEAD_LETTER_PREFIX, METRICS_JSON, \
     REPORT_HTML
@@ -139,7 +140,6 @@ class WriteOutputs(beam.PTransform):
                                              **written))
 
     def _summary(self, _, corpus: Dict, refused_examples, **counts: int) -> Dict:
-        decoding = self.settings.config.caption
         scored = corpus["sentences"]
         return {
             "bleu": corpus["bleu"] if scored else None,
@@ -151,8 +151,7 @@ class WriteOutputs(beam.PTransform):
             "names_without_images": counts.get("orphans", 0),
             "reference_lines_refused": {"count": counts["lines_refused"], "examples": sorted(refused_examples)},
             "model": identity_of(self.settings.bundle),
-            "decoding": {"beam_size": decoding.beam_size, "length_penalty": decoding.length_penalty,
-                         "max_length": decoding.max_length},
+            "decoding": Decoding.from_config(self.settings.config.caption).to_dict(),
             "input": self.settings.images or self.settings.image_list or self.settings.retry_dead_letters
             or f"{self.settings.features} ({self.settings.split})",
             "skip_existing": list(self.settings.skip_existing),
