@@ -39,7 +39,8 @@ SUMMARY_FILE = "summary.json"
 BUNDLE_FILE = "bundle.json"
 MODEL_FILE = "decoder.keras"
 BUNDLE_VOCABULARY_FILE = "vocabulary.txt"
-ENCODER_DIR = "encoder"
+ENCODER_DIR = "encoder"                  # a copy of the encoder's file (e.g. the .tflite) ...
+FINE_TUNED_ENCODER_FILE = "encoder.keras"  # ... or the encoder fine-tuned with the decoder, in encoder/
 
 # A caption output folder (`python -m pipelines.caption_and_score --output`): sharded outputs, then the summary.
 CAPTIONS_PREFIX = "captions"             # captions-SSSSS-of-NNNNN.jsonl / .parquet / .csv

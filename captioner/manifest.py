@@ -20,13 +20,14 @@ class ManifestError(InputError, ValueError):
 
 def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int], shards: Mapping[str, Sequence[str]],
           dead_letter_files: Sequence[str], min_word_count: int, vocabulary_size: int,
-          this_run: Mapping, cleaning: str) -> dict:
+          this_run: Mapping, cleaning: str, images: Optional[Mapping] = None) -> dict:
     """The manifest as a plain dict (JSON-ready).
 
     `shards` lists the exact files of each split (relative to the folder, or full paths for shards an
     incremental run keeps from an earlier folder): readers read those and nothing else, so files of an
     earlier or unfinished run in the same folder are never mixed in. `this_run` holds what this extraction
-    saw: images_matched == records_written + dead_letters + skipped_existing.
+    saw: images_matched == records_written + dead_letters + skipped_existing. `images` describes the kept
+    images (`kept_images`); None when the records hold none.
     """
     return {
         "schema_version": schema.SCHEMA_VERSION,
@@ -41,7 +42,19 @@ def build(encoder: Mapping, features: Mapping, counts: Mapping[str, int], shards
                        "size": int(vocabulary_size)},
         "this_run": dict(this_run),
         "text": {"cleaning": cleaning},
+        "images": dict(images) if images else {"kept": False},
     }
+
+
+def kept_images(manifest: Mapping) -> Optional[dict]:
+    """What a manifest says of the images its records keep ({"kept": True, "format", "size", "quality"}), or None."""
+    images = manifest.get("images") or {}
+    return dict(images) if images.get("kept") else None
+
+
+def images_entry(input_size, quality: int) -> dict:
+    """The manifest's "images" entry for records that keep their image as JPEG at the encoder's input size."""
+    return {"kept": True, "format": "jpeg", "size": [int(input_size[0]), int(input_size[1])], "quality": int(quality)}
 
 
 def cleaning_of(recorded: Mapping) -> str:
@@ -80,10 +93,11 @@ def read(folder: str, flag: str = "--features") -> dict:
             "`python -m pipelines.extract_features` (it writes manifest.json there when it finishes)")
     manifest = json.loads(storage.read_text(path))
     version = manifest.get("schema_version")
-    if version != schema.SCHEMA_VERSION:
+    if version not in schema.READABLE_VERSIONS:
         raise ManifestError(
-            f"{path} has schema version {version}, this code reads version {schema.SCHEMA_VERSION}: "
-            "re-run the extraction pipeline with this version of the project")
+            f"{path} has schema version {version}, this code reads versions "
+            f"{', '.join(map(str, schema.READABLE_VERSIONS))}: re-run the extraction pipeline with this version "
+            "of the project")
     return manifest
 
 
@@ -93,10 +107,13 @@ def check_compatible(manifest: Mapping, expected_encoder: Optional[Mapping] = No
     if expected_encoder is not None:
         for key in ("name", "weights_sha256"):
             if manifest["encoder"].get(key) != expected_encoder.get(key):
+                fine_tuned = " (the model fine-tuned its encoder: features of the encoder it started from do "\
+                             "not fit it)" if expected_encoder.get("finetuned_from") else ""
                 raise ManifestError(
                     f"{source} were extracted with encoder {key}={manifest['encoder'].get(key)!r}, "
-                    f"but the model expects {expected_encoder.get(key)!r}: extract features with the "
-                    "same encoder the model was trained on")
+                    f"but the model expects {expected_encoder.get(key)!r}{fine_tuned}: caption from the images "
+                    "(--images), which go through the model's own encoder, or re-extract the features with "
+                    "the model's encoder (EXPORT/encoder/)")
     if expected_features is not None:
         for name, info in expected_features.items():
             have = manifest["features"].get(name)

@@ -5,6 +5,11 @@ Karpathy caption file gave one), split, all of its captions
 (cleaned, space-joined tokens, plus the originals) and the encoder output as raw
 bytes in the dtype the encoder produced (a uint8-quantized encoder stays uint8,
 so shards stay small). Shapes, dtypes and quantization live in the manifest.
+
+Version 2 adds `image/jpeg`: with `extract.keep_images`, the image as the encoder
+saw it (resized to its input size), JPEG-encoded, for fine-tuning the encoder
+(the manifest's "images" entry says whether records hold it). Version 1 records
+are version 2 records without it, so both are read.
 """
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # what this code reads: version 1 is version 2 without kept images
 
 IMAGE_ID = "image/id"
 IMAGE_PATH = "image/path"
@@ -23,6 +29,7 @@ CAPTIONS = "caption/clean"
 RAW_CAPTIONS = "caption/raw"
 POOLED = "features/pooled"
 SPATIAL = "features/spatial"
+IMAGE = "image/jpeg"  # optional (extract.keep_images): the encoder's input image as JPEG bytes
 
 SPLITS = ("train", "dev", "test", "unsplit")
 
@@ -33,7 +40,8 @@ def _bytes(values: Sequence[bytes]) -> tf.train.Feature:
 
 def make_example(image_id: str, image_path: str, split: str,
                  captions: Sequence[str], raw_captions: Sequence[str],
-                 pooled: np.ndarray, spatial: Optional[np.ndarray] = None, coco_id: Optional[int] = None) -> bytes:
+                 pooled: np.ndarray, spatial: Optional[np.ndarray] = None, coco_id: Optional[int] = None,
+                 image_jpeg: Optional[bytes] = None) -> bytes:
     """Serializes one image's record; arrays are stored as C-order raw bytes."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
@@ -47,14 +55,16 @@ def make_example(image_id: str, image_path: str, split: str,
     }
     if spatial is not None:
         feature[SPATIAL] = _bytes([np.ascontiguousarray(spatial).tobytes()])
+    if image_jpeg is not None:
+        feature[IMAGE] = _bytes([image_jpeg])
     if coco_id is not None:
         feature[COCO_ID] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(coco_id)]))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString()
 
 
-def feature_spec(with_spatial: bool) -> dict:
-    """The `tf.io.parse_*_example` spec for a shard written by `make_example`."""
+def feature_spec(with_spatial: bool, with_image: bool = False) -> dict:
+    """The `tf.io.parse_*_example` spec for a shard written by `make_example` (`with_image`: kept images)."""
     spec = {
         IMAGE_ID: tf.io.FixedLenFeature([], tf.string),
         IMAGE_PATH: tf.io.FixedLenFeature([], tf.string),
@@ -65,6 +75,8 @@ def feature_spec(with_spatial: bool) -> dict:
     }
     if with_spatial:
         spec[SPATIAL] = tf.io.FixedLenFeature([], tf.string)
+    if with_image:
+        spec[IMAGE] = tf.io.FixedLenFeature([], tf.string)
     return spec
 
 
@@ -96,6 +108,7 @@ def parse_example_py(serialized: bytes) -> dict:
         "pooled": feature[POOLED].bytes_list.value[0],
         "spatial": feature[SPATIAL].bytes_list.value[0] if SPATIAL in feature else None,
         "coco_id": feature[COCO_ID].int64_list.value[0] if COCO_ID in feature else None,
+        "image_jpeg": feature[IMAGE].bytes_list.value[0] if IMAGE in feature else None,
     }
     return record
 

@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from captioner import manifest, schema, sources, storage, text
+from captioner.images import KEPT_JPEG_QUALITY
 from captioner.config import ExtractConfig, TextConfig
 from captioner.layout import DEAD_LETTER_PREFIX, VOCABULARY_FILE, WORD_COUNTS_FILE, shard_prefix
 from pipelines import progress
@@ -144,8 +145,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[s
                          for key, _ in failure[0]]))
     assembled = (encoded
                  | "Progress" >> progress.LogProgress("extract", "images encoded")
-                 | "Assemble" >> beam.ParDo(AssembleRecord(settings.cleaning)).with_outputs(TRAIN_CAPTIONS,
-                                                                                           main="records"))
+                 | "Assemble" >> beam.ParDo(AssembleRecord(settings.cleaning, cfg.keep_images)).with_outputs(
+                     TRAIN_CAPTIONS, main="records"))
 
     by_split = assembled.records | "BySplit" >> beam.Partition(
         lambda record, _: schema.SPLITS.index(record[0]), len(schema.SPLITS))
@@ -215,7 +216,9 @@ def _write_manifest(_, settings: ExtractSettings, dead_files, dead_count: int, m
         counts={split: new_counts[split] + previous.get("counts", {}).get(split, 0) for split in schema.SPLITS},
         shards=shards, dead_letter_files=[manifest.relative_to(out, path) for path in dead_files],
         min_word_count=settings.config.min_word_count, vocabulary_size=len(vocabulary), this_run=this_run,
-        cleaning=settings.cleaning)
+        cleaning=settings.cleaning, images=manifest.images_entry(settings.encoder_identity["input_size"],
+                                                                 KEPT_JPEG_QUALITY)
+        if settings.config.keep_images else None)
     body["captions_without_images"] = this_run["captions_without_images"]
     if previous:
         body["merged_from"] = [settings.skip_existing] + previous.get("merged_from", [])

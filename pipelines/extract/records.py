@@ -4,7 +4,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from captioner import schema, text
+from captioner import images, schema, text
 from pipelines.inputs.dead_letters import DEAD_LETTER, NAMESPACE, dead_letter
 
 TRAIN_CAPTIONS = "train_captions"  # the cleaned captions of every train record, for the vocabulary
@@ -42,10 +42,11 @@ class AssignSplit(beam.DoFn):
 
 class AssembleRecord(beam.DoFn):
     """((id, path, split, raw captions, COCO id), encoder result) -> (split, serialized Example); train captions
-    tagged."""
+    tagged. With `keep_images`, the record also keeps the encoder's input image as JPEG (schema.IMAGE)."""
 
-    def __init__(self, cleaning: str):
+    def __init__(self, cleaning: str, keep_images: bool = False):
         self.cleaning = cleaning
+        self.keep_images = bool(keep_images)
         self.records = Metrics.counter(NAMESPACE, "records_written")
 
     def process(self, element):
@@ -53,7 +54,8 @@ class AssembleRecord(beam.DoFn):
         features = result.inference
         cleaned = [c for c in (text.clean_caption(r, self.cleaning) for r in raw) if c]
         self.records.inc()
+        jpeg = images.encode_jpeg(result.example) if self.keep_images else None
         yield split, schema.make_example(image_id, path, split, cleaned, list(raw), features["pooled"],
-                                         features.get("spatial"), coco_id)
+                                         features.get("spatial"), coco_id, jpeg)
         if split == "train":
             yield beam.pvalue.TaggedOutput(TRAIN_CAPTIONS, cleaned)
