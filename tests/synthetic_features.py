@@ -6,9 +6,11 @@ random position, the place one-hot everywhere, noise elsewhere; pooled is the
 grid's mean. Captions are templates of the attributes in three phrasings, so
 a decoder that reads the features can reach BLEU ~1 on held-out images.
 
-`encoder="thumbnail"` makes real 64x64 images instead (a coloured block on a
-place-coloured background) and encodes them with the built-in thumbnail
-encoder, for tests that caption images end to end.
+`encoder="thumbnail"` (or the path of a `.keras` encoder taking 64x64 images,
+e.g. `tiny_keras_encoder`'s) makes real 64x64 images instead (a coloured block
+on a place-coloured background) and encodes them with that encoder, for tests
+that caption images end to end; `keep_images` keeps them in the records, as
+`extract.keep_images` does, for encoder fine-tuning.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import tensorflow as tf
 from captioner import config as config_lib
 from captioner import manifest as manifest_lib
 from captioner import schema, storage, text
+from captioner.images import KEPT_JPEG_QUALITY, encode_jpeg
 from captioner.layout import VOCABULARY_FILE, WORD_COUNTS_FILE, shard_prefix
 
 COLORS = ("red", "green", "blue", "yellow")
@@ -74,31 +77,43 @@ def thumbnail_scenes(n: int, seed: int = 0) -> Tuple[np.ndarray, List[List[str]]
     return np.stack(images), captions
 
 
-def _split_records(split: str, n: int, seed: int, spatial: bool, encoder):
-    """(image_id, captions, pooled, spatial) tuples of one split."""
+def tiny_keras_encoder(path: str, seed: int = 0) -> str:
+    """Saves a small random CNN as a `.keras` encoder: 64x64 RGB 0..255 -> an 8x8x16 map, three blocks."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Rescaling(1 / 255, name="preprocess")(inputs)
+    for block, width in enumerate((8, 16, 16)):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu6", name=f"block{block}_conv")(x)
+    keras.Model(inputs, x, name="tiny_encoder").save(path)
+    return path
+
+
+def _split_records(split: str, n: int, seed: int, spatial: bool, encoder, keep_images: bool = False):
+    """(image_id, captions, pooled, spatial, JPEG or None) tuples of one split."""
     offset = {"train": 0, "dev": 1, "test": 2, "unsplit": 3}[split]
     if encoder is not None:
         images, captions = thumbnail_scenes(n, seed=seed * 10 + offset)
         out = encoder.encode(images) if n else {"pooled": [], "spatial": []}
-        return [(f"{split}_{i:04d}", captions[i], out["pooled"][i], out["spatial"][i] if spatial else None)
-                for i in range(n)]
+        return [(f"{split}_{i:04d}", captions[i], out["pooled"][i], out["spatial"][i] if spatial else None,
+                 encode_jpeg(images[i]) if keep_images else None) for i in range(n)]
     rng = np.random.default_rng(seed * 10 + offset)
     records = []
     for i, (color, shape, place) in enumerate(_attributes(n, rng, (COLORS, SHAPES, PLACES))):
         pooled, grid = _synthetic_arrays((color, shape, place), rng)
         captions = [t.format(color=color, shape=shape, place=place) for t in TEMPLATES]
-        records.append((f"{split}_{i:04d}", captions, pooled, grid if spatial else None))
+        records.append((f"{split}_{i:04d}", captions, pooled, grid if spatial else None, None))
     return records
 
 
 def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 24, num_test: int = 24,
                              spatial: bool = True, seed: int = 0, encoder: str = "synthetic",
-                             num_shards: int = 2) -> dict:
+                             num_shards: int = 2, keep_images: bool = False) -> dict:
     """Writes manifest.json, vocabulary.txt, dead_letter.jsonl and shards into `folder` (local or gs://)."""
     thumbnail = None
-    if encoder == "thumbnail":
+    if encoder == "thumbnail" or encoder.endswith(".keras"):
         from captioner import encoders
-        thumbnail = encoders.load_encoder("thumbnail", spatial=spatial)
+        thumbnail = encoders.load_encoder(encoder, spatial=spatial)
         identity, info = thumbnail.identity, thumbnail.feature_info()
     else:
         identity = {"name": encoder, "source": encoder, "weights": "none",
@@ -111,7 +126,7 @@ def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 2
     staging = tempfile.mkdtemp(prefix="synthetic-features-") if storage.is_remote(folder) else folder
     counts, files, train_captions = {"unsplit": 0}, {"unsplit": []}, []
     for split, n in (("train", num_train), ("dev", num_dev), ("test", num_test)):
-        records = _split_records(split, n, seed, spatial, thumbnail)
+        records = _split_records(split, n, seed, spatial, thumbnail, keep_images)
         counts[split] = len(records)
         shards = max(1, min(num_shards, len(records))) if records else 0
         os.makedirs(os.path.join(staging, split), exist_ok=True)
@@ -119,10 +134,10 @@ def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 2
         for s in range(shards):
             path = os.path.join(staging, files[split][s])
             with tf.io.TFRecordWriter(path) as writer:
-                for image_id, captions, pooled, grid in records[s::shards]:
+                for image_id, captions, pooled, grid, jpeg in records[s::shards]:
                     cleaned = [text.clean_caption(c, CLEANING) for c in captions]
                     writer.write(schema.make_example(image_id, f"/images/{image_id}.jpg", split, cleaned,
-                                                     captions, pooled, grid))
+                                                     captions, pooled, grid, image_jpeg=jpeg))
         if split == "train":
             train_captions = [text.clean_caption(c, CLEANING) for r in records for c in r[1]]
     lines = text.vocabulary_lines(text.count_words(train_captions), min_count=1)
@@ -133,7 +148,8 @@ def write_synthetic_features(folder: str, num_train: int = 120, num_dev: int = 2
     this_run = {"images_matched": total, "records_written": total, "dead_letters": 0, "skipped_existing": 0}
     manifest = manifest_lib.build(identity, {k: v for k, v in info.items() if spatial or k == "pooled"}, counts,
                                   shards=files, dead_letter_files=[], min_word_count=1, vocabulary_size=len(lines),
-                                  this_run=this_run, cleaning=CLEANING)
+                                  this_run=this_run, cleaning=CLEANING,
+                                  images=manifest_lib.images_entry((64, 64), KEPT_JPEG_QUALITY) if keep_images else None)
     manifest_lib.write(staging, manifest)
     if staging != folder:
         storage.copy_folder_from_local(staging, folder)

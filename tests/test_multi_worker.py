@@ -39,13 +39,14 @@ def _read(path):
 
 @pytest.mark.slow
 def test_two_workers_train_as_one_worker_with_the_same_global_batch(synthetic, tmp_path):
-    one = job.run(tiny_config(epochs=4, batch_size=16, strategy="default"), synthetic, str(tmp_path / "one"),
+    # batches of 12 captions: 4 images of 3 captions on one replica, 2 on each of two
+    one = job.run(tiny_config(epochs=4, batch_size=12, strategy="default"), synthetic, str(tmp_path / "one"),
                   eval_split="test", verbose=0)
     job_dir, log_dir = str(tmp_path / "two"), tmp_path / "logs"
-    processes = _workers(tiny_config(epochs=4, batch_size=8), synthetic, job_dir, log_dir, "--eval_split", "test")
+    processes = _workers(tiny_config(epochs=4, batch_size=6), synthetic, job_dir, log_dir, "--eval_split", "test")
     assert local_cluster.wait(processes) == 0, _logs(log_dir)[0][-3000:]
     chief, worker = _logs(log_dir)
-    assert "global batch 16 = 8 per replica x 2" in chief and "input sharding by data" in chief
+    assert "global batch 4 = 2 per replica x 2" in chief and "input sharding by data" in chief
     assert "worker 1 of 2: done; the chief exports" in worker and "summary:" not in worker
     assert "- loss:" in chief and "- loss:" not in worker  # the progress bar, on the chief only
     assert os.path.exists(os.path.join(job_dir, "checkpoints", "best.weights.h5"))

@@ -11,6 +11,7 @@ import tensorflow as tf
 from captioner import bleu, bundle, storage
 from captioner.metrics import cider
 from captioner.decoder import architectures, search
+from captioner.decoder.decoding import Decoding
 from captioner.text import END_ID, OOV_ID, PAD_ID, START_ID
 from tests.synthetic_features import tiny_config, write_synthetic_features
 from trainer import data, evaluation, features_folder, job, rewards, self_critical
@@ -105,8 +106,8 @@ def test_a_step_raises_the_log_probability_of_captions_with_positive_advantage()
     advantage = np.array([1.0, -1.0, 1.0, -1.0], np.float32)
     before = _teacher_forced_log_probs(model, features, ids)
     step = self_critical.PolicyGradientStep(model, tf.distribute.get_strategy(), learning_rate=0.001)
-    for _ in range(3):
-        step(features, ids, advantage)
+    for _ in range(3):  # one sample per image: rows [4, 1, T]
+        step(features, ids[:, None], advantage[:, None])
     after = _teacher_forced_log_probs(model, features, ids)
     assert np.dot(advantage, after) > np.dot(advantage, before) + 0.1  # the objective the step ascends
     # for each image, the caption with the positive advantage gained on the other
@@ -115,12 +116,13 @@ def test_a_step_raises_the_log_probability_of_captions_with_positive_advantage()
 
 def test_a_step_on_two_replicas_equals_the_step_on_one():
     rng = np.random.default_rng(2)
-    features = rng.random((8, 2, 2, 6), np.float32)
+    features = rng.random((4, 2, 2, 6), np.float32)
     ids = np.concatenate([np.full((8, 1), START_ID), rng.integers(4, VOCAB, (8, 4)),
                           np.full((8, 1), END_ID)], axis=1).astype(np.int32)
     ids[::3, 3:] = PAD_ID  # rows of different lengths
     ids[::3, 3] = END_ID
-    advantage = rng.normal(size=8).astype(np.float32)
+    ids = ids.reshape(4, 2, -1)  # two samples of each of 4 images
+    advantage = rng.normal(size=(4, 2)).astype(np.float32)
     weights, losses = {}, {}
     for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
         strategy = tf.distribute.MirroredStrategy(devices)
@@ -153,9 +155,8 @@ def test_job_fine_tunes_exports_the_best_dev_epoch_and_resumes_without_retrainin
     # what was exported is the best dev epoch's weights
     folder = features_folder.open_features(synthetic, config.train, cache_dir="unused")
     captioner = bundle.Captioner.load(os.path.join(job_dir, "export"))
-    exported, _ = evaluation.evaluate(captioner, data.CaptionData(folder, 12), "dev", batch_size=64,
-                                      beam_size=config.caption.beam_size,
-                                      length_penalty=config.caption.length_penalty)
+    exported, _ = evaluation.evaluate(captioner, data.CaptionData(folder, 12), "dev", 64,
+                                      Decoding.from_config(config.caption))
     assert exported["bleu"]["bleu4"] == pytest.approx(best["dev_bleu"][3], abs=1e-6)
 
     # asking for one more epoch resumes after epoch 2: no cross-entropy epoch runs again

@@ -10,10 +10,12 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from captioner import bundle, schema, storage
 from captioner import manifest as manifest_lib
 from captioner.decoder import search
+from captioner.decoder.decoding import Decoding
 from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, EVAL_FILE, MODEL_FILE
 from captioner.text import PAD_ID
 from tests.synthetic_features import overrides, thumbnail_scenes, tiny_config, write_synthetic_features
@@ -56,11 +58,11 @@ def test_beam_one_is_greedy_and_beam_search_scores_at_least_greedy(trained, test
     _, features, folder = test_split
     decoder = bundle.Captioner.load(trained.export_dir).decoder
     greedy_ids, greedy_scores = decoder.greedy(features, max_length=12)
-    beam1_ids, beam1_scores = decoder.beam(features, beam_size=1, max_length=12)
+    beam1_ids, beam1_scores = decoder.beam(features, beam_size=1, max_length=12, length_penalty=0.0)
     np.testing.assert_array_equal(greedy_ids, beam1_ids)
     np.testing.assert_array_equal(greedy_scores, beam1_scores)
     for beam_size in (2, 4):
-        _, beam_scores = decoder.beam(features, beam_size=beam_size, max_length=12)
+        _, beam_scores = decoder.beam(features, beam_size=beam_size, max_length=12, length_penalty=0.0)
         assert np.all(beam_scores >= greedy_scores - 1e-5), (beam_size, beam_scores - greedy_scores)
     # the length penalty and a short max_length change the search, not its shape
     ids, scores = decoder.beam(features, beam_size=3, max_length=3, length_penalty=0.7)
@@ -75,11 +77,11 @@ def test_export_loads_safely_and_captions_as_before_export(trained, test_split, 
     before = [" ".join(search.ids_to_words(row, folder.tokens)) for row in before_ids]
 
     captioner = bundle.Captioner.load(trained.export_dir)
-    after = captioner.caption_features({"spatial": stored, "pooled": None})
+    after = captioner.caption_features({"spatial": stored, "pooled": None}, Decoding(1, 0.0, 12))
     assert [c for c, _ in after] == before
     np.testing.assert_allclose([s for _, s in after], before_scores, rtol=1e-5, atol=1e-5)
     assert all(c.split()[-2:-1] == ["the"] for c in before)  # "... on the <place>"
-    beam = captioner.caption_features({"spatial": stored}, beam_size=3, length_penalty=0.7)
+    beam = captioner.caption_features({"spatial": stored}, Decoding(3, 0.7, 12))
     assert len(beam) == len(stored)
 
     assert captioner.identity["decoder"] == "attention"
@@ -120,7 +122,7 @@ def test_mixed_bfloat16_learns_and_exports_a_float32_bundle_that_captions_the_sa
     before_ids, _ = search.SequenceDecoder(result.model, len(folder.tokens)).greedy(features, 12)
     captioner = bundle.Captioner.load(result.export_dir)
     assert {layer.compute_dtype for layer in captioner.model.layers if layer.weights} == {"float32"}
-    after = captioner.caption_features({"spatial": stored})
+    after = captioner.caption_features({"spatial": stored}, Decoding(1, 0.0, 12))
     assert [c for c, _ in after] == [" ".join(search.ids_to_words(row, folder.tokens)) for row in before_ids]
 
 
@@ -129,21 +131,40 @@ def _epoch(caption_data, counts):
     return [(inputs["tokens"], targets) for inputs, targets in batches]
 
 
+def _captions(epoch):
+    """Every caption of an epoch's rows (tokens then the last target), PAD stripped."""
+    return sorted(tuple(np.trim_zeros(np.append(t[i, j], y[i, j, -1]), "b")) for t, y in epoch
+                  for i in range(len(t)) for j in range(t.shape[1]) if t[i, j, 0] != PAD_ID)
+
+
 def test_length_sorted_batches_hold_the_same_examples_with_less_padding(synthetic):
     folder = features_folder.open_features(synthetic, tiny_config().train, cache_dir="unused")
-    plain, sorted_ = (data.CaptionData(folder, 12, seed=3, sort_window_batches=w) for w in (0, 4))
+    # one caption per row: the synthetic images' longest captions are all alike, single captions are not
+    plain, sorted_ = (data.CaptionData(folder, 12, seed=3, sort_window_batches=w, captions_per_row=1) for w in (0, 4))
     counts = plain.count("train")
     epochs = {"plain": _epoch(plain, counts), "sorted": _epoch(sorted_, counts)}
-    rows = {name: sorted(tuple(np.trim_zeros(np.append(t[i], y[i, -1]), "b")) for t, y in epoch for i in range(len(t)))
-            for name, epoch in epochs.items()}
-    assert len(epochs["sorted"]) == len(epochs["plain"]) == counts.examples // 16
+    rows = {name: _captions(epoch) for name, epoch in epochs.items()}
+    assert len(epochs["sorted"]) == len(epochs["plain"]) == counts.examples // 16 == counts.rows(1) // 16
     # the same (image, caption) examples in another order, but for the < 16 each order leaves in its last batch
     left_out = counts.examples % 16
     assert sum((Counter(rows["sorted"]) - Counter(rows["plain"])).values()) <= left_out
     for tokens, targets in epochs["sorted"] + epochs["plain"]:
-        assert (targets[:, -1] != PAD_ID).any()  # each batch is cut to its longest caption
+        assert (targets[..., -1] != PAD_ID).any()  # each batch is cut to its longest caption
     cells = {name: sum(t.size for t, _ in epoch) for name, epoch in epochs.items()}
     assert cells["sorted"] < cells["plain"]
+
+
+def test_rows_hold_an_images_captions_and_its_counts_choose_how_many(synthetic):
+    folder = features_folder.open_features(synthetic, tiny_config().train, cache_dir="unused")
+    caption_data = data.CaptionData(folder, 12, captions_per_row=3)
+    counts = caption_data.count("train")
+    assert counts.captions_per_row == 3 and counts.rows(3) == counts.images == 120 and counts.rows(2) == 240
+    batches = list(caption_data.examples("train", 16, counts, training=False).as_numpy_iterator())
+    assert len(batches) == 120 // 16 and batches[0][0]["tokens"].shape[:2] == (16, 3)
+    assert batches[0][0]["features"].shape == (16, 2, 2, 12)
+    seven = tf.constant(["w%d" % i for i in range(7)])
+    rows = data.CaptionData(folder, 12, captions_per_row=3).caption_rows(seven).numpy()
+    assert rows.shape == (3, 3, 14) and (rows[2, 1:] == PAD_ID).all() and (rows[2, 0] != PAD_ID).any()
 
 
 def test_caption_loss_masks_padding_and_is_per_token():
@@ -156,11 +177,11 @@ def test_caption_loss_masks_padding_and_is_per_token():
 @pytest.mark.slow
 def test_one_and_two_replicas_reach_the_same_loss(synthetic, tmp_path):
     histories = {}
-    for devices, per_replica in ((["/cpu:0"], 16), (["/cpu:0", "/cpu:1"], 8)):
+    for devices, per_replica in ((["/cpu:0"], 12), (["/cpu:0", "/cpu:1"], 6)):  # captions: 4 or 2 images of 3
         config = tiny_config(epochs=2, batch_size=per_replica, dropout=0.0)
         result = job.run(config, synthetic, str(tmp_path / str(len(devices))), devices=devices,
                          eval_split="none", verbose=0)
-        assert result.summary["replicas"] == len(devices) and result.summary["global_batch"] == 16
+        assert result.summary["replicas"] == len(devices) and result.summary["global_batch"] == 4
         histories[len(devices)] = result.history["epochs"]
     one, two = ([[e["loss"], e["val_loss"]] for e in histories[n]] for n in (1, 2))
     print(f"\n1 replica {one}\n2 replicas {two}")
@@ -214,7 +235,7 @@ def test_resumes_after_sigkill(synthetic, tmp_path):
     assert [r["initial_epoch"] for r in history["runs"]] == [0, killed_at]
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, 9))
     assert min(e["epoch"] for e in history["epochs"] if e["run"] == 2) == killed_at + 1
-    assert history["runs"][1]["replicas"] == 2 and history["runs"][1]["global_batch"] == 16
+    assert history["runs"][1]["replicas"] == 2 and history["runs"][1]["global_batch"] == 4  # 2 images of 3 x 2
     assert os.path.exists(os.path.join(job_dir, "export", MODEL_FILE))
     assert not os.path.exists(metadata)  # the backup goes once training has finished
     assert '"resumed_from_epoch": %d' % killed_at in second.stdout
@@ -235,8 +256,8 @@ def test_gcs_features_and_job_dir(gcs_folder, tmp_path):
     captioner = bundle.Captioner.load(result.export_dir)
     assert captioner.identity["encoder"]["name"] == "thumbnail"
     images, _ = thumbnail_scenes(5, seed=3)
-    from_images = captioner.caption_images(images, beam_size=2)
-    from_features = captioner.caption_features(captioner.encoder.encode(images), beam_size=2)
+    from_images = captioner.caption_images(images, Decoding(2, 0.0, 16))
+    from_features = captioner.caption_features(captioner.encoder.encode(images), Decoding(2, 0.0, 16))
     assert from_images == from_features and len(from_images) == 5
 
 

@@ -20,19 +20,20 @@ def empty_history() -> dict:
 
 
 class HistoryFile(keras.callbacks.Callback):
-    """job_dir/history.json: one entry per run (where it started) and per finished epoch, rewritten each epoch."""
+    """job_dir/history.json (or a later phase's): one entry per run (where it started) and per finished epoch,
+    rewritten each epoch."""
 
-    def __init__(self, folder: JobFolder, initial_epoch: int, run_info: Mapping):
+    def __init__(self, folder: JobFolder, initial_epoch: int, run_info: Mapping, relative: str = HISTORY):
         super().__init__()
-        self.folder = folder
-        self.history = folder.read_json(HISTORY, empty_history()) if initial_epoch else empty_history()
+        self.folder, self.relative = folder, relative
+        self.history = folder.read_json(relative, empty_history()) if initial_epoch else empty_history()
         self.history["epochs"] = [e for e in self.history["epochs"] if e["epoch"] <= initial_epoch]
         self.history["runs"].append({"run": len(self.history["runs"]) + 1, "initial_epoch": initial_epoch,
                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S"), **run_info})
         self._started = time.time()
 
     def on_train_begin(self, logs=None):
-        self.folder.write_json(HISTORY, self.history)
+        self.folder.write_json(self.relative, self.history)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.time()
@@ -43,7 +44,7 @@ class HistoryFile(keras.callbacks.Callback):
         entry.update({k: float(v) for k, v in (logs or {}).items()})
         entry.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         self.history["epochs"].append(entry)
-        self.folder.write_json(HISTORY, self.history)
+        self.folder.write_json(self.relative, self.history)
 
 
 class EpochSummaries(keras.callbacks.Callback):

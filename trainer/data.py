@@ -1,21 +1,21 @@
 """The trainer's input pipelines: tf.data over the TFRecord shards of a checked features folder.
 
 Why it looks like this:
-- One record per image holds all of its captions; the (image, caption) pairs
-  are made here inside tf.data, one example per caption, each the whole
-  caption `<start> w1..wn <end>` padded to max_length+2 (teacher forcing, the
-  loss masks the padding). Nothing is expanded in memory, so memory stays flat
-  however large the split grows.
+- One record per image holds all of its captions; training rows are made here
+  inside tf.data: an image with `captions_per_row` (C) of its captions, each the
+  whole caption `<start> w1..wn <end>` padded to max_length+2 (teacher forcing,
+  the loss masks the padding). An image with more captions makes several rows,
+  one with fewer gets all-PAD captions. The model computes the image side once
+  per row (trainer/grouped.py). Nothing is expanded in memory, so memory stays
+  flat however large the split grows.
 - Features stay as the stored bytes (e.g. uint8) through the shuffle buffers
   and are decoded and dequantized (`schema.decode_tensor`) one batch at a time,
   so a buffer costs what the shards cost on disk. `train.shuffle_buffer`
-  counts examples; it is spent on whole records (one copy of the features per
-  image), and a small example-level shuffle then spreads each image's captions
-  over different batches.
+  counts examples (captions); it is spent on whole records.
 - Each batch is cut to its longest caption, and training batches are made
-  from windows of `train.sort_window_batches` batches sorted by caption length
-  (the batches are then shuffled), so little compute goes to padding: Flickr8k
-  captions average ~12 tokens against max_length+2 = 34 columns. Sorted
+  from windows of `train.sort_window_batches` batches sorted by their rows'
+  longest caption (the batches are then shuffled), so little compute goes to
+  padding: Flickr8k captions average ~12 tokens against max_length+2 = 34. Sorted
   batches are less varied; where caption length follows the image content (the
   demo's shapes), 0 or 1 turns sorting off.
 - The order depends on the seed only (seeded shuffles, deterministic
@@ -34,22 +34,40 @@ from captioner import schema
 from captioner.errors import UsageError
 from captioner.manifest import ManifestError
 from captioner.text import END_ID, OOV_ID, PAD_ID, START_ID
-from trainer.features_folder import FEATURE_KEYS, Counts, FeaturesFolder
+from trainer import image_inputs
+from trainer.features_folder import FEATURE_KEYS, MAX_CAPTIONS_PER_ROW, Counts, FeaturesFolder
+
+
+FEATURES, IMAGES = "features", "images"  # what a CaptionData feeds the model: stored features or kept images
 
 
 class CaptionData:
-    """Builds the datasets of one features folder for one config (the token table lives here)."""
+    """Builds the datasets of one features folder for one config (the token table lives here).
 
-    def __init__(self, features: FeaturesFolder, max_length: int, seed: int = 0, sort_window_batches: int = 0):
+    `source` FEATURES feeds the stored features ({"features": ...}); IMAGES the kept images ({"images": uint8
+    [B, h, w, 3]}, trainer/image_inputs.py; randomly cropped and flipped in training when `augment`), for
+    fine-tuning the encoder. `for_images` makes the second from the first.
+    """
+
+    def __init__(self, features: FeaturesFolder, max_length: int, seed: int = 0, sort_window_batches: int = 0,
+                 captions_per_row: int = 1, source: str = FEATURES, augment: bool = False):
         self.features = features
+        self.captions_per_row = int(captions_per_row)  # C: the train split's captions per image (Counts)
         self.max_length = int(max_length)
         self.seed = int(seed)
         self.sort_window_batches = int(sort_window_batches)
+        self.source, self.augment = source, bool(augment)
         tokens = features.tokens
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(tokens), tf.range(len(tokens), dtype=tf.int64)),
             default_value=OOV_ID)
-        self._spec = schema.feature_spec(with_spatial=features.feature == "spatial")
+        self._spec = schema.feature_spec(with_spatial=features.feature == "spatial", with_image=source == IMAGES)
+        self._key = schema.IMAGE if source == IMAGES else FEATURE_KEYS[features.feature]
+
+    def for_images(self, augment: bool) -> "CaptionData":
+        """The same data feeding the kept images instead of the stored features (the records must keep them)."""
+        return CaptionData(self.features, self.max_length, self.seed, self.sort_window_batches,
+                           self.captions_per_row, IMAGES, augment)
 
     # --- pieces ---------------------------------------------------------------------------------
     def caption_ids(self, captions: tf.Tensor) -> tf.Tensor:
@@ -62,6 +80,13 @@ class CaptionData:
         end = tf.RaggedTensor.from_tensor(tf.fill([n, 1], tf.constant(END_ID, tf.int64)))
         full = tf.concat([start, ids, end], axis=1)
         return tf.cast(full.to_tensor(default_value=PAD_ID, shape=[None, self.max_length + 2]), tf.int32)
+
+    def caption_rows(self, captions: tf.Tensor) -> tf.Tensor:
+        """Cleaned captions [n] -> int32 [ceil(n / C), C, max_length+2]: the image's rows, the last one PAD-filled."""
+        ids, per_row = self.caption_ids(captions), self.captions_per_row
+        rows = (tf.shape(ids)[0] + per_row - 1) // per_row
+        ids = tf.pad(ids, [[0, rows * per_row - tf.shape(ids)[0]], [0, 0]], constant_values=PAD_ID)
+        return tf.reshape(ids, [rows, per_row, self.max_length + 2])
 
     def _records(self, split: str, shuffle: bool, record_buffer: int = 1,
                  files: Optional[Sequence[str]] = None) -> tf.data.Dataset:
@@ -80,21 +105,24 @@ class CaptionData:
 
     def _parse_for_training(self, serialized):
         parsed = tf.io.parse_single_example(serialized, self._spec)
-        ids = self.caption_ids(tf.sparse.to_dense(parsed[schema.CAPTIONS]))
-        raw = tf.repeat(parsed[FEATURE_KEYS[self.features.feature]][None], tf.shape(ids)[0])
+        ids = self.caption_rows(tf.sparse.to_dense(parsed[schema.CAPTIONS]))
+        raw = tf.repeat(parsed[self._key][None], tf.shape(ids)[0])
         return raw, ids
 
     def _to_model_inputs(self, raw, ids):
+        """(stored bytes or decoded images [B, ...], caption rows [B, C, L]) -> (model inputs, targets)."""
+        ids = ids[..., :tf.reduce_max(_caption_lengths(ids))]  # the batch's longest caption, END included
+        if self.source == IMAGES:
+            return {"images": raw, "tokens": ids[..., :-1]}, ids[..., 1:]
         info = self.features.info
         features = schema.decode_tensor(raw, info["dtype"], [-1] + self.features.shape,
                                         info.get("scale"), info.get("zero_point") or 0)
-        ids = ids[:, :tf.reduce_max(_caption_lengths(ids))]  # the batch's longest caption, END included
-        return {"features": features, "tokens": ids[:, :-1]}, ids[:, 1:]
+        return {"features": features, "tokens": ids[..., :-1]}, ids[..., 1:]
 
     def _similar_lengths_together(self, ds: tf.data.Dataset, global_batch: int) -> tf.data.Dataset:
-        """Sorts windows of examples by caption length, batches them, and shuffles the batches."""
+        """Sorts windows of rows by their longest caption, batches them, and shuffles the batches."""
         def sort(raw, ids):
-            order = tf.argsort(_caption_lengths(ids), stable=True)
+            order = tf.argsort(tf.reduce_max(_caption_lengths(ids), axis=1), stable=True)
             return tf.gather(raw, order), tf.gather(ids, order)
 
         ds = ds.batch(global_batch * self.sort_window_batches).map(sort, num_parallel_calls=tf.data.AUTOTUNE,
@@ -104,21 +132,28 @@ class CaptionData:
 
     # --- datasets -------------------------------------------------------------------------------
     def count(self, split: str) -> Counts:
-        """One pass over a split's captions (features are not decoded): steps per epoch and loss scale."""
+        """One pass over a split's captions (features are not decoded): steps per epoch and loss scale.
+
+        The rows are counted for every C up to MAX_CAPTIONS_PER_ROW, so the train split's counts can choose C.
+        """
         spec = {schema.CAPTIONS: self._spec[schema.CAPTIONS]}
+        widths = tf.range(1, MAX_CAPTIONS_PER_ROW + 1, dtype=tf.int64)
 
         def stats(serialized):
             ids = self.caption_ids(tf.sparse.to_dense(tf.io.parse_single_example(serialized, spec)[schema.CAPTIONS]))
-            return tf.stack([tf.constant(1, tf.int64), tf.cast(tf.shape(ids)[0], tf.int64),
-                             tf.reduce_sum(tf.cast(ids[:, 1:] != PAD_ID, tf.int64))])
+            captions = tf.cast(tf.shape(ids)[0], tf.int64)
+            return tf.concat([[1, captions, tf.reduce_sum(tf.cast(ids[:, 1:] != PAD_ID, tf.int64))],
+                              (captions + widths - 1) // widths], axis=0)
 
         ds = self._records(split, shuffle=False).map(stats, num_parallel_calls=tf.data.AUTOTUNE)
-        total = ds.reduce(tf.zeros([3], tf.int64), lambda acc, x: acc + x).numpy()
-        return Counts(int(total[0]), int(total[1]), int(total[2]))
+        total = [int(n) for n in ds.reduce(tf.zeros([3 + MAX_CAPTIONS_PER_ROW], tf.int64),
+                                           lambda acc, x: acc + x).numpy()]
+        return Counts(total[0], total[1], total[2], tuple(total[3:]))
 
     def examples(self, split: str, global_batch: int, counts: Counts, training: bool,
                  shuffle_buffer: int = 0) -> tf.data.Dataset:
-        """Batches of ({"features", "tokens"}, targets) for `fit`, all of exactly `global_batch` examples."""
+        """Batches of ({"features" [B, ...], "tokens" [B, C, T]}, targets [B, C, T]) for `fit`, all of exactly
+        `global_batch` rows (images)."""
         ds, steps = self._batches(split, global_batch, counts, training, shuffle_buffer)
         return _one_pipeline(ds.apply(tf.data.experimental.assert_cardinality(steps)))
 
@@ -145,19 +180,19 @@ class CaptionData:
 
     def _batches(self, split: str, global_batch: int, counts: Counts, training: bool, shuffle_buffer: int,
                  files: Optional[Sequence[str]] = None) -> Tuple[tf.data.Dataset, int]:
-        """(batches of `global_batch` examples, how many a pass over the whole split makes)."""
+        """(batches of `global_batch` rows, how many a pass over the whole split makes)."""
         per_image = max(1.0, counts.examples / max(1, counts.images))
         record_buffer = max(1, int(shuffle_buffer / per_image)) if training else 1
         ds = self._records(split, shuffle=training, record_buffer=record_buffer, files=files)
         ds = ds.map(self._parse_for_training, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.unbatch()
-        if training:
-            ds = ds.shuffle(max(2, min(int(shuffle_buffer) or 1, 8 * global_batch)), seed=self.seed + 2,
-                            reshuffle_each_iteration=True)
+        if self.source == IMAGES:
+            ds = image_inputs.decode_rows(ds, self.features.image_size, training and self.augment, self.seed)
+        rows = counts.rows(self.captions_per_row)
         # Every batch is a full global batch, which the strategy splits evenly across replicas. Evaluation
-        # drops its last partial batch too (unbiased, < 1 batch of examples unused), unless it has no full
+        # drops its last partial batch too (unbiased, < 1 batch of rows unused), unless it has no full
         # batch at all: then it is padded with all-PAD rows, which Keras still counts in the mean (tiny sets only).
-        pad_evaluation = not training and counts.examples < global_batch
+        pad_evaluation = not training and rows < global_batch
         if training and self.sort_window_batches > 1:
             ds = self._similar_lengths_together(ds, global_batch)
         else:
@@ -165,25 +200,28 @@ class CaptionData:
         ds = ds.map(self._to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if pad_evaluation:
             ds = ds.map(lambda inputs, targets: _pad_batch((inputs, targets), global_batch))
-        return ds, 1 if pad_evaluation else counts.examples // global_batch
+        return ds, 1 if pad_evaluation else rows // global_batch
 
     def images(self, split: str, batch_size: int,
                shuffle_buffer: int = 0) -> Iterator[Tuple[List[str], np.ndarray, List[List[List[str]]]]]:
-        """(image ids, stored features [B, ...] in the stored dtype, cleaned reference token lists) per batch.
+        """(image ids, stored features [B, ...] in the stored dtype or, from IMAGES, the kept images uint8
+        [B, h, w, 3], cleaned reference token lists) per batch.
 
         In file order, or shuffled (files, then a buffer of `shuffle_buffer` images) when that is > 1.
         """
-        key = FEATURE_KEYS[self.features.feature]
-
         def pick(serialized):
             parsed = tf.io.parse_single_example(serialized, self._spec)
             joined = tf.strings.reduce_join(tf.sparse.to_dense(parsed[schema.CAPTIONS]), separator="\n")
-            return parsed[schema.IMAGE_ID], parsed[key], joined
+            raw = parsed[self._key]
+            if self.source == IMAGES:
+                raw = image_inputs.decode(raw, self.features.image_size)
+            return parsed[schema.IMAGE_ID], raw, joined
 
         ds = self._records(split, shuffle=shuffle_buffer > 1, record_buffer=shuffle_buffer)
         ds = ds.map(pick, num_parallel_calls=tf.data.AUTOTUNE)
         for ids, raws, joined in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
-            arrays = np.stack([schema.array_from_bytes(r, self.features.info) for r in raws])
+            arrays = raws if self.source == IMAGES else np.stack(
+                [schema.array_from_bytes(r, self.features.info) for r in raws])
             references = [[c.split() for c in j.decode("utf-8").split("\n") if c.strip()] for j in joined]
             yield [i.decode("utf-8") for i in ids], arrays, references
 
@@ -196,15 +234,15 @@ def _one_pipeline(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def _caption_lengths(ids: tf.Tensor) -> tf.Tensor:
-    """Tokens per row of right-padded caption ids [N, L], START and END included."""
-    return tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32), axis=1)
+    """Tokens per caption of right-padded caption ids [..., L], START and END included."""
+    return tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32), axis=-1)
 
 
-def steps_for(counts: Counts, global_batch: int) -> int:
-    steps = counts.examples // global_batch
+def steps_for(counts: Counts, global_batch: int, captions_per_row: int) -> int:
+    steps = counts.rows(captions_per_row) // global_batch
     if steps < 1:
-        raise UsageError(f"the train split has {counts.examples} examples, fewer than one global batch of "
-                         f"{global_batch}: lower train.batch_size")
+        raise UsageError(f"the train split has {counts.rows(captions_per_row)} rows of {captions_per_row} captions, "
+                         f"fewer than one global batch of {global_batch} rows: lower train.batch_size")
     return steps
 
 

@@ -15,8 +15,10 @@ import time
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from captioner import bleu
+from captioner.decoder.decoding import Decoding
 from captioner.metrics import cider
 from captioner.layout import EVAL_CAPTIONS_FILE, EVAL_FILE
+from trainer import data as data_lib
 from trainer.job_folder import JobFolder
 
 log = logging.getLogger("trainer")
@@ -34,17 +36,17 @@ def score_captions(references: Sequence[Sequence[Sequence[str]]], hypotheses: Se
     return {"bleu": bleu.corpus_bleu(references, hypotheses), "cider_d": cider_d / len(hypotheses)}
 
 
-def evaluate(captioner, data, split: str, batch_size: int, beam_size: int = 1,
-             length_penalty: float = 0.0) -> Tuple[dict, List[dict]]:
-    """Captions every image of `split` (a data.CaptionData split) and scores them against its references.
+def evaluate(captioner, data, split: str, batch_size: int, decoding: Decoding) -> Tuple[dict, List[dict]]:
+    """Captions every image of `split` (a data.CaptionData split: its stored features, or its kept images through
+    the bundle's encoder) with `decoding` and scores them against its references.
 
     Returns eval.json's content and one row per image (id, caption, log-prob, references).
     """
     started = time.time()
     references, hypotheses, rows = [], [], []
     for image_ids, arrays, refs in data.images(split, batch_size):
-        captions = captioner.caption_features({captioner.feature: arrays}, beam_size=beam_size,
-                                              length_penalty=length_penalty)
+        captions = (captioner.caption_images(arrays, decoding) if data.source == data_lib.IMAGES else
+                    captioner.caption_features({captioner.feature: arrays}, decoding))
         for image_id, (caption, score), image_refs in zip(image_ids, captions, refs):
             rows.append({"image_id": image_id, "caption": caption, "log_prob": round(score, 4),
                          "references": [" ".join(r) for r in image_refs]})
@@ -56,7 +58,7 @@ def evaluate(captioner, data, split: str, batch_size: int, beam_size: int = 1,
     result = {
         "split": split,
         "images": len(hypotheses),
-        "decoding": "greedy" if beam_size == 1 else f"beam {beam_size}, length penalty {length_penalty}",
+        "decoding": decoding.describe(),
         "bleu": {f"bleu{n}": round(s, 6) for n, s in enumerate(scores, start=1)},
         "bleu_x100": [round(100 * s, 2) for s in scores],
         "cider_d": round(scored["cider_d"], 6),

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import math
 import os
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,18 +24,29 @@ log = logging.getLogger("trainer")
 
 FEATURE_KEYS = {"pooled": schema.POOLED, "spatial": schema.SPATIAL}
 _EXPECTED_RANK = {"pooled": 1, "spatial": 3}
+MAX_CAPTIONS_PER_ROW = 8  # an image with more captions than a row holds makes several rows
 
 
 @dataclasses.dataclass
 class Counts:
-    """What one pass over a split found: images, (image, caption) examples and target tokens."""
+    """What one pass over a split found: images, (image, caption) examples, target tokens, and the rows its
+    images make for each C = 1 .. MAX_CAPTIONS_PER_ROW captions per row (trainer/data.py)."""
     images: int
     examples: int
     tokens: int
+    rows_by_width: Tuple[int, ...] = ()
 
     @property
     def tokens_per_caption(self) -> float:
         return self.tokens / max(1, self.examples)
+
+    @property
+    def captions_per_row(self) -> int:
+        """C for a batch row: the split's mean captions per image, rounded (Flickr8k and COCO: 5)."""
+        return min(MAX_CAPTIONS_PER_ROW, max(1, round(self.examples / max(1, self.images))))
+
+    def rows(self, captions_per_row: int) -> int:
+        return self.rows_by_width[captions_per_row - 1]
 
 
 @dataclasses.dataclass
@@ -55,6 +66,16 @@ class FeaturesFolder:
     @property
     def shape(self) -> List[int]:
         return [int(d) for d in self.info["shape"]]
+
+    @property
+    def kept_images(self) -> Optional[dict]:
+        """The manifest's description of the images the records keep (extract.keep_images), or None."""
+        return manifest_lib.kept_images(self.manifest)
+
+    @property
+    def image_size(self) -> List[int]:
+        """(height, width) of the kept images: the encoder's input size."""
+        return [int(d) for d in (self.kept_images or {}).get("size") or self.manifest["encoder"]["input_size"]]
 
     def files(self, split: str) -> List[str]:
         """The split's shards as the manifest lists them: files of other runs in the folder are never read."""

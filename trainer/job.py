@@ -1,4 +1,5 @@
-"""One trainer job from start to end: features -> strategy -> fit (or resume) -> best weights -> export -> BLEU.
+"""One trainer job from start to end: features -> strategy -> cross-entropy fit (or resume) -> best weights ->
+[encoder fine-tuning on the kept images] -> [self-critical epochs] -> export -> dev BLEU and CIDEr-D.
 
 Under train.strategy=multi_worker every worker process runs this; the cross-entropy epochs run in
 trainer/custom_loop.py instead of Keras's fit, and only the chief writes the job dir and exports.
@@ -19,15 +20,18 @@ import time
 from typing import Optional, Sequence
 
 import keras
+import tensorflow as tf
 
 from captioner import bundle, storage
 from captioner.config import Config
 from captioner.decoder import architectures
+from captioner.decoder.decoding import Decoding
 from captioner.layout import EXPORT_DIR, SUMMARY_FILE
-from trainer import (custom_loop, data, evaluation, export, features_folder, self_critical, strategy, training,
-                     worker_inputs)
+from trainer import (custom_loop, data, evaluation, export, features_folder, finetune, self_critical, strategy,
+                     training, worker_inputs)
 from trainer.custom_loop import CustomLoop
-from trainer.job_folder import HISTORY, JobFolder
+from trainer.grouped import GroupedDecoder
+from trainer.job_folder import ENCODER_FINETUNING, HISTORY, JobFolder
 
 log = logging.getLogger("trainer")
 
@@ -69,97 +73,183 @@ def run(config: Config, features: str, job_dir: str, devices: Optional[Sequence[
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _train(config: Config, features: str, folder: JobFolder, distribution, eval_split: str, work: str,
-           verbose: Optional[int], started: float, overwrite: bool) -> JobResult:
+@dataclasses.dataclass
+class _Plan:
+    """What the phases share: the data, its counts, and how batches split over replicas and workers."""
+    inputs: features_folder.FeaturesFolder
+    caption_data: data.CaptionData
+    counts: dict
+    distribution: tf.distribute.Strategy
+    global_batch: int      # rows (an image with C of its captions) per step, over every replica
+    steps: int
+    verbose: Optional[int]
+    multi_worker: bool     # train.strategy=multi_worker: the custom loop, each worker's share of the data
+
+    @property
+    def chief(self) -> bool:
+        return strategy.is_chief(self.distribution)
+
+    @property
+    def run_info(self) -> dict:
+        return {"replicas": self.distribution.num_replicas_in_sync, "global_batch": self.global_batch,
+                "captions_per_row": self.caption_data.captions_per_row, "steps_per_epoch": self.steps,
+                "train_examples": self.counts["train"].examples}
+
+    def datasets(self, caption_data: data.CaptionData, train_cfg):
+        """(train, dev or None) batches of `caption_data` for fit, or each worker's share under multi_worker."""
+        counts = self.counts
+        if self.multi_worker:
+            return worker_inputs.distributed(self.distribution, caption_data, counts, train_cfg, self.global_batch)
+        train = caption_data.examples("train", self.global_batch, counts["train"], True, train_cfg.shuffle_buffer)
+        dev = (caption_data.examples("dev", self.global_batch, counts["dev"], False)
+               if counts["dev"] and counts["dev"].examples else None)
+        return train, dev
+
+    def loop(self, model: keras.Model, train_cfg) -> Optional[CustomLoop]:
+        return CustomLoop(model, self.distribution, self.global_batch, train_cfg.xla) if self.multi_worker else None
+
+
+def _plan(config: Config, features: str, folder: JobFolder, distribution, work: str, verbose: Optional[int],
+          overwrite: bool) -> _Plan:
+    """Opens and checks the inputs, claims the job dir, counts the splits and sizes the batches (logged)."""
     train_cfg = config.train
-    # the global seed joins the op seeds of tf.data's shuffles: set it before any dataset exists
-    keras.utils.set_random_seed(train_cfg.seed)
     inputs = features_folder.open_features(features, train_cfg, os.path.join(work, "features"))
+    finetune.check_inputs(inputs, train_cfg)
     folder.claim(features, config.to_dict()["train"], overwrite)  # once the inputs are known to be good
     caption_data = data.CaptionData(inputs, train_cfg.max_length, seed=train_cfg.seed,
                                     sort_window_batches=train_cfg.sort_window_batches)
     counts = {"train": caption_data.count("train"),
               "dev": caption_data.count("dev") if inputs.files("dev") else None}
+    caption_data.captions_per_row = per_row = train_cfg.captions_per_row or counts["train"].captions_per_row
     replicas = distribution.num_replicas_in_sync
-    chief = strategy.is_chief(distribution)
-    global_batch = train_cfg.batch_size * replicas
-    steps = data.steps_for(counts["train"], global_batch)
+    per_replica = max(1, train_cfg.batch_size // per_row)
+    global_batch = per_replica * replicas
+    steps = data.steps_for(counts["train"], global_batch, per_row)
     log.info(features_folder.describe(inputs, counts))
-    log.info("strategy %s on %d replica(s) in %d worker(s) %s: global batch %d = %d per replica x %d; "
-             "%d steps per epoch over %d train examples, %d epochs",
+    log.info("strategy %s on %d replica(s) in %d worker(s) %s: global batch %d = %d per replica x %d, each an image "
+             "with %d of its captions (train.batch_size %d); %d steps per epoch over %d train examples, %d epochs",
              type(distribution).__name__, replicas, strategy.workers(distribution),
-             ", ".join(strategy.strategy_devices(distribution)),
-             global_batch, train_cfg.batch_size, replicas, steps, counts["train"].examples, train_cfg.epochs)
+             ", ".join(strategy.strategy_devices(distribution)), global_batch, per_replica, replicas, per_row,
+             train_cfg.batch_size, steps, counts["train"].examples, train_cfg.epochs)
+    return _Plan(inputs, caption_data, counts, distribution, global_batch, steps, verbose,
+                 train_cfg.strategy == "multi_worker")
 
-    multi_worker = train_cfg.strategy == "multi_worker"
-    if multi_worker:
-        train_ds, val_ds = worker_inputs.distributed(distribution, caption_data, counts, train_cfg, global_batch)
-    else:
-        train_ds = caption_data.examples("train", global_batch, counts["train"], True, train_cfg.shuffle_buffer)
-        val_ds = (caption_data.examples("dev", global_batch, counts["dev"], False)
-                  if counts["dev"] and counts["dev"].examples else None)
-    if val_ds is None:
-        log.warning("no dev examples: best weights and early stopping follow the training loss")
+
+def _train(config: Config, features: str, folder: JobFolder, distribution, eval_split: str, work: str,
+           verbose: Optional[int], started: float, overwrite: bool) -> JobResult:
+    train_cfg = config.train
+    # the global seed joins the op seeds of tf.data's shuffles: set it before any dataset exists
+    keras.utils.set_random_seed(train_cfg.seed)
+    plan = _plan(config, features, folder, distribution, work, verbose, overwrite)
     keras.utils.set_random_seed(train_cfg.seed)
     with distribution.scope(), training.precision(train_cfg) as policy:
-        model = architectures.build_from_config(train_cfg, inputs.shape, len(inputs.tokens))
-        training.compile_model(model, train_cfg, steps, counts["train"].tokens_per_caption)
+        decoder = architectures.build_from_config(train_cfg, plan.inputs.shape, len(plan.inputs.tokens))
+        model = GroupedDecoder(decoder)
+        training.compile_model(model, train_cfg, plan.steps, plan.counts["train"].tokens_per_caption,
+                               plan.caption_data.captions_per_row)
     if policy != "float32" or train_cfg.xla:
         log.info("dtype policy %s%s", policy, ", XLA-compiled train step" if train_cfg.xla else "")
-    log.info("decoder %s on %s features %s: %d trainable parameters", train_cfg.decoder, inputs.feature,
-             inputs.shape, architectures.parameter_count(model))
-
-    run_info = {"replicas": replicas, "global_batch": global_batch, "steps_per_epoch": steps,
-                "train_examples": counts["train"].examples}
-    if train_cfg.self_critical_epochs and self_critical.has_started(folder):
-        log.info("the cross-entropy epochs finished in an earlier run: going on with self-critical fine-tuning")
-        history = folder.read_json(HISTORY)
-    else:
-        loop = CustomLoop(model, distribution, global_batch, train_cfg.xla) if multi_worker else None
-        history = training.fit(model, train_ds, val_ds, train_cfg, folder, run_info,
-                               verbose if chief else 0, loop, steps)
-        step_seconds = custom_loop.mean_step_seconds(loop)
-        if step_seconds:
-            log.info("%.4f s per train step after the first (%d steps)", step_seconds, len(loop.step_seconds))
-        training.restore_best(model, folder)
-    best = training.lowest_loss_epoch(history)
+    log.info("decoder %s on %s features %s: %d trainable parameters", train_cfg.decoder, plan.inputs.feature,
+             plan.inputs.shape, architectures.parameter_count(decoder))
+    history = _cross_entropy(model, plan, train_cfg, folder)
+    tuned = _fine_tune_encoder(decoder, plan, train_cfg, folder) if train_cfg.finetune_encoder_epochs else None
+    scst_data = plan.caption_data.for_images(False) if tuned else plan.caption_data
     scst_history = []
     if train_cfg.self_critical_epochs:
-        scst_history = self_critical.fine_tune(model, distribution, caption_data, config, folder,
-                                               verbose=training.verbosity(verbose) if chief else 0)
-    scst_best = self_critical.best_epoch(scst_history, train_cfg.select_metric)
-    if not chief:
+        scst_history = self_critical.fine_tune(decoder, distribution, scst_data, config, folder,
+                                               verbose=training.verbosity(verbose) if plan.chief else 0,
+                                               encode=finetune.encode_function(tuned) if tuned else None)
+    if not plan.chief:
         log.info("worker %d of %d: done; the chief exports the bundle and writes %s",
                  strategy.worker_index(distribution), strategy.workers(distribution), folder.job_dir)
-        return JobResult(folder.job_dir, "", history, None, {}, model)
+        return JobResult(folder.job_dir, "", history, None, {}, decoder)
+    export_dir = export.export(decoder, folder.path(EXPORT_DIR), config, plan.inputs, tuned and tuned.encoder)
+    log.info("exported the bundle to %s%s", folder.shown(EXPORT_DIR), " with its fine-tuned encoder" if tuned else "")
+    result = _evaluate(export_dir, scst_data, eval_split, config)
+    if result:
+        evaluation.write(folder, *result)
+    summary = _summary(folder, plan, train_cfg, history, scst_history, result and result[0], eval_split, started)
+    folder.write_json(SUMMARY_FILE, summary)
+    folder.sync()
+    return JobResult(folder.job_dir, folder.shown(EXPORT_DIR), history, result and result[0], summary, decoder)
 
-    export_dir = export.export(model, folder.path(EXPORT_DIR), config, inputs)
-    log.info("exported the bundle to %s", folder.shown(EXPORT_DIR))
-    result = None
-    if eval_split != "none" and inputs.files(eval_split):
-        # with the caption job's decoding, so the score is the one the caption job and the selection saw
-        result, rows = evaluation.evaluate(bundle.Captioner.load(export_dir), caption_data, eval_split,
-                                           batch_size=config.caption.batch_size, beam_size=config.caption.beam_size,
-                                           length_penalty=config.caption.length_penalty)
-        evaluation.write(folder, result, rows)
-    elif eval_split != "none":
+
+def _cross_entropy(model: GroupedDecoder, plan: _Plan, train_cfg, folder: JobFolder) -> dict:
+    """The cross-entropy epochs on stored features (resumed), leaving the best dev-loss weights in `model`;
+    skipped when a later phase has begun (their weights are the ones to go on from)."""
+    later = self_critical.has_started(folder) or (train_cfg.finetune_encoder_epochs and finetune.has_started(folder))
+    if later:
+        log.info("the cross-entropy epochs finished in an earlier run: going on from the later phases")
+        if not self_critical.has_started(folder):
+            training.restore_best(model, folder)
+        return folder.read_json(HISTORY)
+    train_ds, val_ds = plan.datasets(plan.caption_data, train_cfg)
+    if val_ds is None:
+        log.warning("no dev examples: best weights and early stopping follow the training loss")
+    loop = plan.loop(model, train_cfg)
+    history = training.fit(model, train_ds, val_ds, train_cfg, folder, plan.run_info,
+                           plan.verbose if plan.chief else 0, loop, plan.steps)
+    step_seconds = custom_loop.mean_step_seconds(loop)
+    if step_seconds:
+        log.info("%.4f s per train step after the first (%d steps)", step_seconds, len(loop.step_seconds))
+    training.restore_best(model, folder)
+    return history
+
+
+def _fine_tune_encoder(decoder: keras.Model, plan: _Plan, train_cfg, folder: JobFolder) -> GroupedDecoder:
+    """The encoder fine-tuning epochs on the kept images (resumed), or the weights of an earlier run's."""
+    with plan.distribution.scope():
+        encoder = finetune.encoder_model(plan.inputs.manifest["encoder"], train_cfg.finetune_encoder_blocks)
+        model = GroupedDecoder(decoder, encoder, pooled=plan.inputs.feature == "pooled")
+        loss = training.CaptionLoss(plan.counts["train"].tokens_per_caption, train_cfg.label_smoothing,
+                                    plan.caption_data.captions_per_row)
+        finetune.compile_model(model, train_cfg, plan.steps, loss)
+    if finetune.has_finished(folder):
+        log.info("encoder fine-tuning finished in an earlier run: loading its weights")
+        finetune.load_finished(model, folder, decoder_too=not self_critical.has_started(folder))
+        return model
+    images = plan.caption_data.for_images(train_cfg.augment)
+    train_ds, val_ds = plan.datasets(images, train_cfg)
+    log.info("encoder fine-tuning: %d epochs on the kept images (%s), encoder learning rate %g, decoder %g",
+             train_cfg.finetune_encoder_epochs, "cropped and flipped" if train_cfg.augment else "as stored",
+             train_cfg.encoder_learning_rate, train_cfg.finetune_learning_rate)
+    training.fit(model, train_ds, val_ds, train_cfg, folder, plan.run_info, plan.verbose if plan.chief else 0,
+                 plan.loop(model, train_cfg), plan.steps, ENCODER_FINETUNING, train_cfg.finetune_encoder_epochs)
+    training.restore_best(model, folder, ENCODER_FINETUNING)
+    finetune.save_finished(model, folder)
+    return model
+
+
+def _evaluate(export_dir: str, caption_data: data.CaptionData, eval_split: str, config: Config):
+    """(eval.json's content, rows) of the exported bundle on `eval_split`, decoded as the caption job decodes."""
+    if eval_split == "none":
+        return None
+    if not caption_data.features.files(eval_split):
         log.warning("no %s shards: skipping the evaluation", eval_split)
+        return None
+    return evaluation.evaluate(bundle.Captioner.load(export_dir), caption_data, eval_split,
+                               config.caption.batch_size, Decoding.from_config(config.caption))
 
-    summary = {
+
+def _summary(folder: JobFolder, plan: _Plan, train_cfg, history: dict, scst_history: list,
+             result: Optional[dict], eval_split: str, started: float) -> dict:
+    best = training.lowest_loss_epoch(history)
+    scst_best = self_critical.best_epoch(scst_history, train_cfg.select_metric)
+    tuned = folder.read_json(ENCODER_FINETUNING.history, {"epochs": []})["epochs"] \
+        if train_cfg.finetune_encoder_epochs else []
+    return {
         "job_dir": folder.job_dir, "export_dir": folder.shown(EXPORT_DIR),
-        "decoder": train_cfg.decoder, "features": inputs.feature, "replicas": replicas,
-        "global_batch": global_batch, "steps_per_epoch": steps,
+        "decoder": train_cfg.decoder, "features": plan.inputs.feature, **plan.run_info,
         "epochs_run": len(history["epochs"]), "runs": len(history["runs"]),
         "resumed_from_epoch": history["runs"][-1]["initial_epoch"] if history["runs"] else 0,
         "best_epoch": best and best["epoch"],
         "best_val_loss": best and best.get("val_loss"),
         "final_loss": history["epochs"][-1]["loss"] if history["epochs"] else None,
+        "encoder_finetune_epochs_run": len(tuned),
+        "encoder_finetune_best_val_loss": min((e["val_loss"] for e in tuned if "val_loss" in e), default=None),
         "self_critical_epochs_run": max(0, len(scst_history) - 1),
         "self_critical_best_epoch": scst_best and scst_best["epoch"], "select_metric": train_cfg.select_metric,
         "bleu": result and result["bleu"], "cider_d": result and result["cider_d"],
         "eval_split": eval_split if result else None,
         "seconds": round(time.time() - started, 1),
     }
-    folder.write_json(SUMMARY_FILE, summary)
-    folder.sync()
-    return JobResult(folder.job_dir, folder.shown(EXPORT_DIR), history, result, summary, model)

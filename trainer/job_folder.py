@@ -10,11 +10,14 @@ most the epoch it was in, and JSON files are replaced whole, never half-written.
     checkpoints/best.weights.h5    the best cross-entropy epoch by dev loss
     logs/                          TensorBoard scalars (train/, validation/)
     history.json                   one entry per run and per cross-entropy epoch
+    finetune/                      encoder fine-tuning: backup/, history.json, best.weights.h5, and when it is
+                                   over encoder.weights.h5 + decoder.weights.h5
     self_critical/                 history.json, last.weights.h5, best.weights.h5 of the fine-tuning
     export/, eval.json, eval_captions.jsonl, summary.json   (names in captioner/layout.py)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,16 +37,41 @@ BACKUP_METADATA = os.path.join(BACKUP, "training_metadata.json")
 BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
 LOGS = "logs"
 HISTORY = "history.json"
+FINETUNE = "finetune"
+FINETUNE_ENCODER = os.path.join(FINETUNE, "encoder.weights.h5")  # the fine-tuned encoder (best dev loss) ...
+FINETUNE_DECODER = os.path.join(FINETUNE, "decoder.weights.h5")  # ... and its decoder: the phase finished
 SELF_CRITICAL = "self_critical"
 SELF_CRITICAL_HISTORY = os.path.join(SELF_CRITICAL, "history.json")
 SELF_CRITICAL_LAST = os.path.join(SELF_CRITICAL, "last.weights.h5")
 SELF_CRITICAL_BEST = os.path.join(SELF_CRITICAL, "best.weights.h5")
-_PROGRESS = (BACKUP_METADATA, SELF_CRITICAL_HISTORY, JOB_FILE)  # a remote job dir holding one has a job
-_MIRRORED_EXACTLY = (BACKUP, "export")  # folders whose files deleted locally are deleted in a gs:// job dir too
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """Where a `fit` phase keeps its resume state, best weights, history and TensorBoard logs."""
+    name: str
+    backup: str
+    best_weights: str
+    history: str
+    logs: str
+
+    @property
+    def backup_metadata(self) -> str:
+        return os.path.join(self.backup, "training_metadata.json")
+
+
+CROSS_ENTROPY = Phase("cross-entropy", BACKUP, BEST_WEIGHTS, HISTORY, LOGS)
+ENCODER_FINETUNING = Phase("encoder fine-tuning", os.path.join(FINETUNE, BACKUP),
+                           os.path.join(FINETUNE, "best.weights.h5"), os.path.join(FINETUNE, HISTORY),
+                           os.path.join(LOGS, FINETUNE))
+_PROGRESS = (BACKUP_METADATA, ENCODER_FINETUNING.backup_metadata, ENCODER_FINETUNING.history,
+             SELF_CRITICAL_HISTORY, JOB_FILE)  # a remote job dir holding one has a job
+# folders whose files deleted locally are deleted in a gs:// job dir too
+_MIRRORED_EXACTLY = (BACKUP, ENCODER_FINETUNING.backup, "export")
 # what the trainer writes in a job dir, so --overwrite can start one again without touching anything else
-OWN_FILES = (JOB_FILE, f"{BACKUP}/**", "checkpoints/**", f"{LOGS}/**", HISTORY, f"{SELF_CRITICAL}/**",
-             "export/**", "eval.json", "eval_captions.jsonl", "summary.json")
-RESUMABLE = ("epochs", "self_critical_epochs", "early_stopping_patience")  # may change between runs of a job
+OWN_FILES = (JOB_FILE, f"{BACKUP}/**", "checkpoints/**", f"{LOGS}/**", HISTORY, f"{FINETUNE}/**",
+             f"{SELF_CRITICAL}/**", "export/**", "eval.json", "eval_captions.jsonl", "summary.json")
+# may change between runs of a job
+RESUMABLE = ("epochs", "finetune_encoder_epochs", "self_critical_epochs", "early_stopping_patience")
 
 
 class JobFolder:
@@ -118,9 +146,9 @@ class JobFolder:
         os.replace(path + ".tmp", path)
         return path
 
-    def backup_epoch(self) -> int:
-        """The cross-entropy epoch the backup resumes from (0: no backup)."""
-        return int((self.read_json(BACKUP_METADATA) or {}).get("epoch", 0))
+    def backup_epoch(self, phase: Phase = CROSS_ENTROPY) -> int:
+        """The epoch of `phase` its backup resumes from (0: no backup)."""
+        return int((self.read_json(phase.backup_metadata) or {}).get("epoch", 0))
 
     def sync(self) -> None:
         """Mirrors the local copy to a gs:// job dir; backup and export files deleted locally go there too."""

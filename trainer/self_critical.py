@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -37,9 +37,11 @@ import tensorflow as tf
 
 from captioner import bleu, schema
 from captioner.decoder import search
+from captioner.decoder.decoding import Decoding
 from captioner.metrics import cider
 from captioner.text import PAD_ID
 from trainer import evaluation, rewards
+from trainer.grouped import GroupedDecoder
 from trainer.job_folder import SELF_CRITICAL_BEST, SELF_CRITICAL_HISTORY, SELF_CRITICAL_LAST, JobFolder
 
 log = logging.getLogger("trainer")
@@ -64,10 +66,14 @@ def advantages(scores: np.ndarray, samples: int) -> np.ndarray:
 
 
 class PolicyGradientStep:
-    """One distributed step of -sum(advantage x log p(sampled caption)) / sampled tokens, with its own Adam."""
+    """One distributed step of -sum(advantage x log p(sampled caption)) / sampled tokens, with its own Adam.
+
+    An image's samples are one row of the grouped decoder (trainer/grouped.py): its image side runs once.
+    """
 
     def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, learning_rate: float):
         self.model, self.strategy = model, strategy
+        self.grouped = GroupedDecoder(model)
         with strategy.scope():
             self.optimizer = keras.optimizers.Adam(float(learning_rate))
             if model.dtype_policy.name == "mixed_float16":  # as Keras's compile does: dynamic loss scaling
@@ -76,10 +82,10 @@ class PolicyGradientStep:
         self._step = tf.function(self._distributed_step, reduce_retracing=True)
 
     def __call__(self, features: np.ndarray, sampled_ids: np.ndarray, advantage: np.ndarray) -> float:
-        """features [R, ...] float32 (one row per sampled caption), sampled_ids [R, T], advantage [R]."""
-        width = int(np.max(np.sum(sampled_ids != PAD_ID, axis=1)))  # START .. the longest END
-        sampled_ids = sampled_ids[:, :width]
-        sampled_tokens = float(np.sum(sampled_ids[:, 1:] != PAD_ID))
+        """features [N, ...] float32 (one row per image), sampled_ids [N, k, T], advantage [N, k]."""
+        width = int(np.max(np.sum(sampled_ids != PAD_ID, axis=-1)))  # START .. the longest END
+        sampled_ids = sampled_ids[..., :width]
+        sampled_tokens = float(np.sum(sampled_ids[..., 1:] != PAD_ID))
         replicas = self.strategy.num_replicas_in_sync
         shares = [np.array_split(x, replicas) for x in (features, sampled_ids.astype(np.int32),
                                                          advantage.astype(np.float32))]
@@ -90,12 +96,12 @@ class PolicyGradientStep:
     def _distributed_step(self, values, sampled_tokens):
         def replica_step(features, ids, advantage):
             with tf.GradientTape() as tape:
-                logits = self.model({"features": features, "tokens": ids[:, :-1]}, training=False)
+                logits = self.grouped({"features": features, "tokens": ids[..., :-1]}, training=False)
                 log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-                targets = ids[:, 1:]
-                chosen = tf.gather(log_probs, targets, batch_dims=2)
+                targets = ids[..., 1:]
+                chosen = tf.gather(log_probs, targets, batch_dims=3)
                 mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
-                loss = -tf.reduce_sum(advantage[:, None] * chosen * mask) / sampled_tokens
+                loss = -tf.reduce_sum(advantage[..., None] * chosen * mask) / sampled_tokens
             gradients = tape.gradient(self.optimizer.scale_loss(loss), self.model.trainable_variables)
             self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
             return loss
@@ -104,14 +110,14 @@ class PolicyGradientStep:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
 
-def dev_scores(decoder: search.SequenceDecoder, caption_data, decoding_args: Mapping,
-               batch_size: int) -> Dict[str, object]:
+def dev_scores(decoder: search.SequenceDecoder, caption_data, decoding: Decoding, batch_size: int,
+               encode: Callable[[np.ndarray], np.ndarray]) -> Dict[str, object]:
     """{"dev_bleu": corpus BLEU-1..4, "dev_cider_d": CIDEr-D} on the dev split with the configured decoding."""
     references, hypotheses = [], []
     for _, arrays, refs in caption_data.images("dev", batch_size):
         arrays, refs = _with_references(arrays, refs)
         if refs:
-            ids, _ = decoder.decode(schema.dequantize(arrays, caption_data.features.info), **decoding_args)
+            ids, _ = decoder.decode(encode(arrays), decoding)
             hypotheses += [search.ids_to_words(row, caption_data.features.tokens) for row in ids]
             references += refs
     scored = evaluation.score_captions(references, hypotheses)
@@ -132,21 +138,23 @@ def _with_references(arrays: np.ndarray, refs: List) -> Tuple[np.ndarray, List]:
 
 
 def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data, config, folder: JobFolder,
-              verbose: int = 1) -> List[dict]:
+              verbose: int = 1, encode: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> List[dict]:
     """Runs (or resumes) the configured self-critical epochs on `model`, leaving the best dev weights in it.
 
-    `model` holds the cross-entropy model's best weights when this starts afresh. Every epoch's files are
+    `model` holds the cross-entropy (or encoder fine-tuning) phase's best weights when this starts afresh.
+    `encode` turns what `caption_data.images` yields into the decoder's features: the stored features
+    dequantized (the default), or the kept images through the fine-tuned encoder. Every epoch's files are
     mirrored to a gs:// job dir once written. Returns history.json's epochs.
     """
     train_cfg, caption_cfg = config.train, config.caption
+    encode = encode or (lambda arrays: schema.dequantize(arrays, caption_data.features.info))
     epochs, metric = train_cfg.self_critical_epochs, train_cfg.select_metric
     decoder = search.SequenceDecoder(model, len(caption_data.features.tokens))
-    decoding_args = {"beam_size": caption_cfg.beam_size, "length_penalty": caption_cfg.length_penalty,
-                     "max_length": train_cfg.max_length}
+    decoding = Decoding.from_config(caption_cfg)
     has_dev = bool(caption_data.features.files("dev"))
 
     def score_dev() -> Dict[str, object]:
-        return dev_scores(decoder, caption_data, decoding_args, caption_cfg.batch_size) if has_dev else {}
+        return dev_scores(decoder, caption_data, decoding, caption_cfg.batch_size, encode) if has_dev else {}
 
     history = read_history(folder)
     if history:
@@ -164,7 +172,7 @@ def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data
     reward = _reward(train_cfg.self_critical_reward, caption_data)
     for epoch in range(history[-1]["epoch"] + 1, epochs + 1):
         started = time.time()
-        sampled = _epoch(decoder, step, reward, caption_data, train_cfg, train_images, epoch, verbose)
+        sampled = _epoch(decoder, step, reward, caption_data, encode, train_cfg, train_images, epoch, verbose)
         entry = {"epoch": epoch, **sampled, **score_dev()}
         best = best_epoch(history, metric)
         improved = score(entry, metric) is None or best is None or score(best, metric) is None or \
@@ -199,9 +207,9 @@ def _reward(kind: str, caption_data) -> rewards.Reward:
 
 
 def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, reward: rewards.Reward, caption_data,
-           train_cfg, train_images: int, epoch: int, verbose: int) -> Dict[str, object]:
+           encode: Callable, train_cfg, train_images: int, epoch: int, verbose: int) -> Dict[str, object]:
     """One pass over the train images; returns the corpus BLEU-1..4 (and mean CIDEr-D) of what it sampled."""
-    tokens, info = caption_data.features.tokens, caption_data.features.info
+    tokens = caption_data.features.tokens
     samples, max_length = train_cfg.self_critical_samples, train_cfg.max_length
     images_per_step = train_cfg.batch_size * step.strategy.num_replicas_in_sync
     seed = train_cfg.seed * 1_000_003 + epoch * 10_007
@@ -213,10 +221,11 @@ def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, reward: re
         if not refs:
             progress.add(progress_images)
             continue
-        values = schema.dequantize(arrays, info)
+        values = encode(arrays)
         sampled, _ = decoder.sample(values, samples, max_length, seed=seed + draw)
         earned, stats, step_cider = reward(sampled, refs, tokens, samples)
-        loss = step(np.repeat(values, samples, axis=0), sampled, advantages(earned, samples))
+        loss = step(values, sampled.reshape(len(values), samples, -1),
+                    advantages(earned, samples).reshape(len(values), samples))
         sampled_stats += stats.sum(axis=0)
         cider_sum, sampled_count = cider_sum + step_cider, sampled_count + len(sampled)
         progress.add(progress_images, values=[("sampled_bleu4", bleu.corpus_bleu_from_stats(stats.sum(axis=0))[3]),

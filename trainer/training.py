@@ -18,27 +18,28 @@ import keras
 
 from trainer import callbacks
 from trainer.custom_loop import CustomLoop
-from trainer.job_folder import BACKUP, BEST_WEIGHTS, HISTORY, LOGS, JobFolder
+from trainer.job_folder import CROSS_ENTROPY, JobFolder, Phase
 
 log = logging.getLogger("trainer")
 
 @keras.saving.register_keras_serializable(package="captioner")
 class CaptionLoss(keras.losses.Loss):
-    """Cross-entropy of the next word, summed over each caption's real tokens (PAD targets masked out).
+    """Cross-entropy of the next word, summed over each row's real tokens (PAD targets masked out).
 
-    Each caption's sum is divided by a constant, the train split's mean tokens
-    per caption, so the value reads as cross-entropy per token while every
-    token weighs the same (maximum likelihood) and the batch mean is exactly
-    the same whether a global batch runs on one replica or is split over many.
+    A row is one caption [T] or an image's C captions [C, T] (trainer/grouped.py). Each row's sum is divided
+    by a constant, the train split's mean tokens per caption times C, so the value reads as cross-entropy
+    per token while every token weighs the same (maximum likelihood) and the batch mean is exactly the same
+    whether a global batch runs on one replica or is split over many.
     Label smoothing spreads `label_smoothing` of the target mass uniformly.
     """
 
-    def __init__(self, tokens_per_caption: float = 1.0, label_smoothing: float = 0.0,
+    def __init__(self, tokens_per_caption: float = 1.0, label_smoothing: float = 0.0, captions_per_row: int = 1,
                  name: str = "caption_loss", **kwargs):
         kwargs.setdefault("reduction", "sum_over_batch_size")
         super().__init__(name=name, **kwargs)
         self.tokens_per_caption = float(tokens_per_caption)
         self.label_smoothing = float(label_smoothing)
+        self.captions_per_row = int(captions_per_row)
 
     def call(self, y_true, y_pred):
         y_true = keras.ops.cast(y_true, "int32")
@@ -47,11 +48,13 @@ class CaptionLoss(keras.losses.Loss):
         if self.label_smoothing:
             nll = (1.0 - self.label_smoothing) * nll - self.label_smoothing * keras.ops.mean(log_probs, axis=-1)
         mask = keras.ops.cast(keras.ops.not_equal(y_true, 0), "float32")
-        return keras.ops.sum(nll * mask, axis=-1) / self.tokens_per_caption
+        per_row = keras.ops.sum(nll * mask, axis=tuple(range(1, len(nll.shape))))
+        return per_row / (self.tokens_per_caption * self.captions_per_row)
 
     def get_config(self):
         config = super().get_config()
-        config.update(tokens_per_caption=self.tokens_per_caption, label_smoothing=self.label_smoothing)
+        config.update(tokens_per_caption=self.tokens_per_caption, label_smoothing=self.label_smoothing,
+                      captions_per_row=self.captions_per_row)
         return config
 
 
@@ -82,48 +85,53 @@ def precision(train_cfg) -> Iterator[str]:
         keras.mixed_precision.set_dtype_policy(previous)
 
 
-def compile_model(model: keras.Model, train_cfg, steps_per_epoch: int, tokens_per_caption: float) -> None:
+def compile_model(model: keras.Model, train_cfg, steps_per_epoch: int, tokens_per_caption: float,
+                  captions_per_row: int = 1) -> None:
     """Adam + CaptionLoss from a config.TrainConfig; call inside `strategy.scope()`.
 
     Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer (dynamic loss scaling) itself.
     """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate(train_cfg, steps_per_epoch)),
-                  loss=CaptionLoss(tokens_per_caption, train_cfg.label_smoothing), jit_compile=bool(train_cfg.xla))
+                  loss=CaptionLoss(tokens_per_caption, train_cfg.label_smoothing, captions_per_row),
+                  jit_compile=bool(train_cfg.xla))
 
 
 def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_info: Optional[Mapping] = None,
-        verbose: Optional[int] = None, loop: Optional[CustomLoop] = None, steps: int = 0) -> dict:
-    """Runs (or resumes) `model.fit` with the job's callbacks, or `loop.fit` (multi-worker: distributed datasets,
-    `steps` per epoch) with the same ones; returns history.json's content."""
-    initial_epoch = folder.backup_epoch()
+        verbose: Optional[int] = None, loop: Optional[CustomLoop] = None, steps: int = 0,
+        phase: Phase = CROSS_ENTROPY, epochs: Optional[int] = None) -> dict:
+    """Runs (or resumes) `model.fit` for `epochs` (train.epochs) with the job's callbacks writing where `phase`
+    says, or `loop.fit` (multi-worker: distributed datasets, `steps` per epoch) with the same ones; returns the
+    phase's history.json content."""
+    epochs = epochs or train_cfg.epochs
+    initial_epoch = folder.backup_epoch(phase)
     if initial_epoch:
-        log.info("resuming from the backup of epoch %d of %d", initial_epoch, train_cfg.epochs)
+        log.info("%s: resuming from the backup of epoch %d of %d", phase.name, initial_epoch, epochs)
     else:
-        folder.remove(BEST_WEIGHTS)
-        folder.remove(HISTORY)
+        folder.remove(phase.best_weights)
+        folder.remove(phase.history)
     monitor = "val_loss" if val_ds is not None else "loss"
-    past = [e[monitor] for e in folder.read_json(HISTORY, callbacks.empty_history())["epochs"]
+    past = [e[monitor] for e in folder.read_json(phase.history, callbacks.empty_history())["epochs"]
             if initial_epoch and e["epoch"] <= initial_epoch and monitor in e]
     # Order matters at each epoch end: the history and the best checkpoint first, then the backup (the
     # commit point a restart resumes from; later epochs in history.json are dropped then), then the sync.
     job_callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        callbacks.HistoryFile(folder, initial_epoch, dict(run_info or {})),
-        callbacks.tensorboard_callback(folder.path(LOGS)),
-        keras.callbacks.ModelCheckpoint(folder.path(BEST_WEIGHTS), monitor=monitor, save_best_only=True,
+        callbacks.HistoryFile(folder, initial_epoch, dict(run_info or {}), phase.history),
+        callbacks.tensorboard_callback(folder.path(phase.logs)),
+        keras.callbacks.ModelCheckpoint(folder.path(phase.best_weights), monitor=monitor, save_best_only=True,
                                         save_weights_only=True, initial_value_threshold=min(past) if past else None),
     ]
     if train_cfg.early_stopping_patience:
         job_callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=train_cfg.early_stopping_patience))
-    job_callbacks.append(keras.callbacks.BackupAndRestore(folder.path(BACKUP)))
+    job_callbacks.append(keras.callbacks.BackupAndRestore(folder.path(phase.backup)))
     if folder.remote:
         job_callbacks.append(callbacks.SyncToRemote(folder))
     if loop is None:
-        model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, callbacks=job_callbacks,
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=job_callbacks,
                   verbose=verbosity(verbose), shuffle=False)  # tf.data shuffles (seeded); Keras warns when asked to
     else:
-        loop.fit(train_ds, val_ds, train_cfg.epochs, initial_epoch, steps, job_callbacks, verbosity(verbose))
-    return folder.read_json(HISTORY, callbacks.empty_history())
+        loop.fit(train_ds, val_ds, epochs, initial_epoch, steps, job_callbacks, verbosity(verbose))
+    return folder.read_json(phase.history, callbacks.empty_history())
 
 
 def verbosity(verbose: Optional[int]) -> int:
@@ -133,13 +141,13 @@ def verbosity(verbose: Optional[int]) -> int:
     return int(verbose)
 
 
-def restore_best(model: keras.Model, folder: JobFolder) -> Optional[str]:
-    """Loads the best checkpoint (by dev loss) into `model`; returns its path, or None when there is none."""
-    if not folder.exists(BEST_WEIGHTS):
-        log.warning("no best checkpoint in %s: exporting the last weights", folder.job_dir)
+def restore_best(model: keras.Model, folder: JobFolder, phase: Phase = CROSS_ENTROPY) -> Optional[str]:
+    """Loads `phase`'s best checkpoint (by dev loss) into `model`; returns its path, or None when there is none."""
+    if not folder.exists(phase.best_weights):
+        log.warning("no best %s checkpoint in %s: going on with the last weights", phase.name, folder.job_dir)
         return None
-    model.load_weights(folder.path(BEST_WEIGHTS))
-    return folder.path(BEST_WEIGHTS)
+    model.load_weights(folder.path(phase.best_weights))
+    return folder.path(phase.best_weights)
 
 
 def lowest_loss_epoch(history: Mapping) -> Optional[dict]:

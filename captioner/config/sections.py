@@ -29,6 +29,9 @@ class ExtractConfig:
     min_word_count: int = setting(5, "train-caption words seen fewer times than this become <unk>", minimum=1)
     max_pixels: int = setting(50_000_000, "images with more pixels (width x height) are dead letters, checked "
                                           "before decoding (decompression bombs)", minimum=1)
+    keep_images: bool = setting(False, "also keep each image in its record as the encoder saw it (JPEG at the "
+                                       "encoder's input size, ~15 KB at 224x224), which fine-tuning the encoder "
+                                       "(train.finetune_encoder_epochs) trains on")
 
     def __post_init__(self):
         check_section(self, "extract")
@@ -48,7 +51,11 @@ class TrainConfig:
     units: int = setting(256, "LSTM units, also the attention and hidden layers' width", minimum=1)
     dropout: float = setting(0.5, "dropout rate of the decoder's layers", minimum=0, below=1)
     max_length: int = setting(32, "words kept of each training caption (without <start>/<end>)", minimum=1)
-    batch_size: int = setting(64, "captions per step per replica; the global batch is this x replicas", minimum=1)
+    batch_size: int = setting(64, "captions per step per replica, in whole rows (batch_size // captions_per_row "
+                                  "images); the global batch is this x replicas", minimum=1)
+    captions_per_row: int = setting(0, "captions of one image per batch row, which share its image side (and, "
+                                       "fine-tuning, its CNN pass); 0 = the train split's mean captions per image "
+                                       "(Flickr8k: 5), 1 = every caption on its own", minimum=0, below=9)
     epochs: int = setting(15, "cross-entropy epochs", minimum=1)
     learning_rate: float = setting(0.001, "Adam's learning rate (the peak of the cosine schedule)", above=0)
     lr_schedule: str = setting("cosine", "learning-rate schedule over all steps", choices=("constant", "cosine"))
@@ -68,8 +75,19 @@ class TrainConfig:
     sort_window_batches: int = setting(16, "batches formed from length-sorted windows of this many batches "
                                            "(about 2x faster epochs); 0 or 1 = off", minimum=0)
     seed: int = setting(42, "seed of the weights' initialisation and of every shuffle")
+    finetune_encoder_epochs: int = setting(0, "epochs of training the encoder (CNN) with the decoder on the kept "
+                                              "images (extract.keep_images) after the cross-entropy epochs; 0 = the "
+                                              "encoder stays as extracted", minimum=0)
+    finetune_encoder_blocks: int = setting(4, "with finetune_encoder_epochs: how many of the encoder's blocks are "
+                                              "trained, counted from the top (the rest stay frozen)", minimum=1)
+    encoder_learning_rate: float = setting(1e-5, "with finetune_encoder_epochs: Adam's learning rate of the encoder "
+                                                 "(the peak of a cosine over those epochs)", above=0)
+    finetune_learning_rate: float = setting(1e-4, "with finetune_encoder_epochs: the decoder's learning rate over "
+                                                  "those epochs (a cosine from this peak)", above=0)
+    augment: bool = setting(True, "with finetune_encoder_epochs: random resized crops (60-100% of the area) and "
+                                  "horizontal flips of the training images")
     self_critical_epochs: int = setting(0, "epochs of self-critical fine-tuning on sampled captions after the "
-                                           "cross-entropy ones", minimum=0)
+                                           "cross-entropy ones (and the encoder's fine-tuning)", minimum=0)
     self_critical_samples: int = setting(5, "captions sampled per image; each is scored against the mean of the "
                                             "others", minimum=_SMALLEST_SAMPLES)
     self_critical_learning_rate: float = setting(5e-5, "Adam's learning rate during self-critical fine-tuning",
