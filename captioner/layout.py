@@ -20,8 +20,9 @@ MANIFEST_FILE = "manifest.json"          # written last: the run's list of files
 VOCABULARY_FILE = "vocabulary.txt"        # train words seen at least extract.min_word_count times
 WORD_COUNTS_FILE = "word_counts.txt"      # every train word's count, so an incremental run can add to them
 DEAD_LETTER_PREFIX = "dead_letter"        # dead_letter-SSSSS-of-NNNNN.jsonl; also in a caption output folder
+FEATURES_ENCODER_DIR = "encoder"         # extract.float_encoder: the float .keras rebuild of a .tflite encoder
 FEATURES_FILES = (MANIFEST_FILE, VOCABULARY_FILE, WORD_COUNTS_FILE, f"{DEAD_LETTER_PREFIX}*.jsonl",
-                  "*/records-*.tfrecord")  # what an extraction writes, so a re-run can replace it
+                  "*/records-*.tfrecord", f"{FEATURES_ENCODER_DIR}/*.keras")  # what an extraction writes
 
 
 def shard_prefix(split: str) -> str:

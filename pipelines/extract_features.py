@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 from typing import List, Optional
 
@@ -21,7 +23,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from captioner import annotations, captions, cli, encoders, manifest, output_folder, sources, storage
 from captioner import config as configs
 from captioner.errors import InputError, UsageError
-from captioner.layout import FEATURES_FILES, MANIFEST_FILE
+from captioner.encoders import from_tflite
+from captioner.layout import FEATURES_ENCODER_DIR, FEATURES_FILES, MANIFEST_FILE
 from pipelines import launch
 from pipelines.extract import graph
 
@@ -55,7 +58,8 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished extraction already in --output (otherwise it is refused)")
     parser.add_argument("--encoder", default=None,
-                        help="encoder name or .tflite path (overrides extract.encoder). " + encoders.describe_encoders())
+                        help="encoder name, .tflite or .keras path (overrides extract.encoder). "
+                             + encoders.describe_encoders())
     parser.add_argument("--weights", default=None,
                         help="imagenet | none | path to a weights file, local or gs:// (overrides extract.weights)")
     parser.add_argument("--encoder_threads", type=int, default=None,
@@ -116,7 +120,9 @@ def settings_from(args) -> graph.ExtractSettings:
         if sources.carries_captions(*sources.listing_format(captions.first_line(args.image_list))):
             raise UsageError("--image_list may carry captions itself; with --captions as well it is unclear which to "
                              "use: give one of them")
-    encoder = encoders.load_encoder(cfg.encoder, weights=cfg.weights, spatial=cfg.spatial, num_threads=1)
+    float_model = _float_encoder(cfg) if cfg.float_encoder else None
+    encoder = encoders.load_encoder(float_model or cfg.encoder, weights="none" if float_model else cfg.weights,
+                                    spatial=cfg.spatial, num_threads=1)
     settings = graph.ExtractSettings(
         output=args.output, encoder_identity=encoder.identity, feature_info=encoder.feature_info(), config=cfg,
         images=args.images, image_list=args.image_list, retry_dead_letters=args.retry_dead_letters,
@@ -124,7 +130,24 @@ def settings_from(args) -> graph.ExtractSettings:
         previous_manifest=_previous(args, encoder, config.text.cleaning), encoder_threads=args.encoder_threads,
         cleaning=config.text.cleaning)
     output_folder.prepare(args.output, MANIFEST_FILE, FEATURES_FILES, args.overwrite, "extraction")
+    if float_model:  # the features folder holds the encoder it was made with, where workers and the trainer read it
+        target = storage.join(args.output, FEATURES_ENCODER_DIR, os.path.basename(float_model))
+        storage.write_bytes(target, storage.read_bytes(float_model))
+        settings.encoder_identity = dict(encoder.identity, source=target)
     return settings
+
+
+def _float_encoder(cfg) -> str:
+    """extract.float_encoder: the .tflite encoder rebuilt as a float Keras model, in a local temporary file."""
+    if not cfg.encoder.lower().endswith(".tflite"):
+        raise UsageError(f"extract.float_encoder rebuilds a .tflite MobileNet as a float Keras model, but the encoder "
+                         f"is {cfg.encoder!r}: leave it false, or name a .tflite encoder")
+    model, family = from_tflite.convert(cfg.encoder)
+    local = os.path.join(tempfile.mkdtemp(prefix="float-encoder-"),
+                         os.path.splitext(os.path.basename(cfg.encoder))[0] + ".keras")
+    from_tflite.save(model, local)
+    logging.info("extract.float_encoder: %s rebuilt as a float Keras %s", cfg.encoder, family)
+    return local
 
 
 def run(argv: Optional[List[str]] = None) -> dict:

@@ -1,4 +1,5 @@
 """The extraction pipeline on real Beam runners: nothing lost, deterministic, gs://, real encoder."""
+import io
 import json
 import os
 import shutil
@@ -225,6 +226,41 @@ def test_real_flickr8k_features_equal_a_direct_tflite_invoke(tmp_path, shared_di
         direct = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).reshape(-1)
         np.testing.assert_array_equal(schema.array_from_bytes(record["pooled"], written["features"]["pooled"]), direct)
         assert len(record["raw_captions"]) == 5
+
+
+def test_the_float_encoder_keeps_its_rebuild_and_the_images_for_fine_tuning(tmp_path, shared_dir,
+                                                                             mobilenet_v1_tflite):
+    """extract.float_encoder + extract.keep_images: the features folder holds the encoder it was made with and
+    the JPEGs it saw; their features agree with the TFLite's (cosine) as the rebuild does."""
+    flickr = os.path.join(shared_dir, "data", "flickr8k")
+    names = sorted(os.listdir(os.path.join(flickr, "images")))[:6]
+    for name in names:
+        os.symlink(os.path.join(flickr, "images", name), tmp_path / name)
+    output = str(tmp_path / "features")
+    flags = ["--config", "flickr8k", "--set", f"extract.encoder={mobilenet_v1_tflite}", "--set",
+             "extract.float_encoder=true", "--set", "extract.keep_images=true", "--images", str(tmp_path / "*.jpg"),
+             "--output", output, "--runner=FnApiRunner"]
+    written = extract_features.run(flags)
+    encoder_file = os.path.join(output, "encoder", "mobilenet_v1_1.0_224_quant_embedding_extractor.keras")
+    assert written["encoder"]["source"] == encoder_file and os.path.exists(encoder_file)
+    assert written["features"]["spatial"] == {"shape": [7, 7, 1024], "dtype": "float16", "scale": None,
+                                              "zero_point": 0}
+    assert written["images"] == {"kept": True, "format": "jpeg", "size": [224, 224], "quality": 90}
+    records = [schema.parse_example_py(r) for r in _records(output)]
+    sizes = [len(r["image_jpeg"]) for r in records]
+    assert sorted(r["image_id"] for r in records) == names and 5_000 < sum(sizes) / len(sizes) < 40_000
+    tflite = encoders.load_encoder(mobilenet_v1_tflite, spatial=True)
+    info = tflite.feature_info()["spatial"]
+    for record in records:
+        pixels = np.asarray(Image.open(os.path.join(flickr, "images", record["image_id"])).convert("RGB"))
+        kept = np.asarray(Image.open(io.BytesIO(record["image_jpeg"])))
+        assert kept.shape == pixels.shape and np.abs(kept.astype(int) - pixels).mean() < 8  # JPEG q90 of it
+        stored = schema.array_from_bytes(record["spatial"], written["features"]["spatial"]).astype(np.float64)
+        quantized = tflite.encode(pixels[None])["spatial"][0].astype(np.float64) * info["scale"]
+        assert (stored * quantized).sum() / np.linalg.norm(stored) / np.linalg.norm(quantized) > 0.98
+    with pytest.raises(UsageError, match="extract.float_encoder rebuilds a .tflite MobileNet"):
+        extract_features.run(["--config", "local", "--set", "extract.float_encoder=true", "--images",
+                              str(tmp_path / "*.jpg"), "--output", str(tmp_path / "refused")])
 
 
 def test_a_second_smaller_extraction_into_the_same_output_is_all_its_readers_see(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import time
 from typing import Mapping
@@ -45,6 +46,13 @@ class HistoryFile(keras.callbacks.Callback):
         entry.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
         self.history["epochs"].append(entry)
         self.folder.write_json(self.relative, self.history)
+
+    def on_train_end(self, logs=None):
+        """Marks the phase finished (a re-run goes on from it) unless it ended on a non-finite loss."""
+        epochs = self.history["epochs"]
+        if epochs and math.isfinite(epochs[-1].get("loss", math.nan)):
+            self.history["finished"] = True
+            self.folder.write_json(self.relative, self.history)
 
 
 class EpochSummaries(keras.callbacks.Callback):

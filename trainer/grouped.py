@@ -41,6 +41,8 @@ class GroupedDecoder(keras.Model):
         self.decoder, self.encoder, self.pooled = decoder, encoder, bool(pooled)
         self.kind = stepwise.decoder_kind(decoder)
         self._layer = decoder.get_layer
+        self._feature_shape = [int(d) for d in decoder.input["features"].shape[1:]]
+        self.built = True  # its layers are the decoder's (and encoder's), built already: weights load before a call
         if self.kind == "transformer":
             self._blocks = transformer.block_count(decoder)
             self._units = int(decoder.get_layer("position_projection").units)
@@ -49,6 +51,7 @@ class GroupedDecoder(keras.Model):
     def call(self, inputs, training=False):
         tokens = tf.convert_to_tensor(inputs["tokens"])
         features = self.features_of(inputs["images"], training) if self.encoder is not None else inputs["features"]
+        features = tf.reshape(features, [-1, *self._feature_shape])  # static again where tracing relaxed it
         if self.kind == "transformer":
             return self._transformer(features, tokens, training)
         if self.kind == "attention":

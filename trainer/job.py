@@ -176,10 +176,10 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
 
 def _cross_entropy(model: GroupedDecoder, plan: _Plan, train_cfg, folder: JobFolder) -> dict:
     """The cross-entropy epochs on stored features (resumed), leaving the best dev-loss weights in `model`;
-    skipped when a later phase has begun (their weights are the ones to go on from)."""
+    skipped when they finished in an earlier run (history.json says so) or a later phase has begun."""
     later = self_critical.has_started(folder) or (train_cfg.finetune_encoder_epochs and finetune.has_started(folder))
-    if later:
-        log.info("the cross-entropy epochs finished in an earlier run: going on from the later phases")
+    if later or folder.read_json(HISTORY, {}).get("finished"):
+        log.info("the cross-entropy epochs finished in an earlier run: going on from there")
         if not self_critical.has_started(folder):
             training.restore_best(model, folder)
         return folder.read_json(HISTORY)

@@ -18,7 +18,7 @@ _SMALLEST_SAMPLES = 2  # each self-critical sample's baseline is the mean of the
 @dataclasses.dataclass(frozen=True)
 class ExtractConfig:
     """`extract`: the feature extraction pipeline (pipelines/extract_features.py)."""
-    encoder: str = setting("thumbnail", "registry name (see extract_features --help) or a .tflite path, "
+    encoder: str = setting("thumbnail", "registry name (see extract_features --help), a .tflite or a .keras path, "
                                         "local or gs://")
     weights: str = setting("none", "keras.applications weights: imagenet | none (random, seeded) | a weights "
                                    "file, local or gs://")
@@ -29,6 +29,9 @@ class ExtractConfig:
     min_word_count: int = setting(5, "train-caption words seen fewer times than this become <unk>", minimum=1)
     max_pixels: int = setting(50_000_000, "images with more pixels (width x height) are dead letters, checked "
                                           "before decoding (decompression bombs)", minimum=1)
+    float_encoder: bool = setting(False, "with a .tflite MobileNet encoder: extract with its float Keras rebuild "
+                                         "(captioner.encoders.from_tflite, written to OUTPUT/encoder/), which runs "
+                                         "on GPUs and can be fine-tuned (train.finetune_encoder_epochs)")
     keep_images: bool = setting(False, "also keep each image in its record as the encoder saw it (JPEG at the "
                                        "encoder's input size, ~15 KB at 224x224), which fine-tuning the encoder "
                                        "(train.finetune_encoder_epochs) trains on")
