@@ -33,7 +33,7 @@ _MAGIC = (
     (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"),
     (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
 )
-KEPT_JPEG_QUALITY = 90  # extract.keep_images: fine enough that the encoder sees what it saw, ~15 KB at 224x224
+KEPT_JPEG_QUALITY = 90  # extract.keep_images: fine enough that the encoder sees what it saw, ~19 KB at 224x224
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
@@ -153,7 +153,7 @@ def decode_image(data: bytes, size: Tuple[int, int], max_pixels: int = 50_000_00
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int = KEPT_JPEG_QUALITY) -> bytes:
-    """uint8 RGB [h, w, 3] -> JPEG bytes (how records keep an image for fine-tuning: ~15 KB at 224x224)."""
+    """uint8 RGB [h, w, 3] -> JPEG bytes (how records keep an image for fine-tuning: ~19 KB at 224x224)."""
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(pixels, np.uint8), "RGB").save(buffer, format="JPEG", quality=int(quality))
     return buffer.getvalue()

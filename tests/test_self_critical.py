@@ -191,12 +191,14 @@ def test_a_gcs_job_resumes_self_critical_epochs_without_retraining(gcs_folder):
 def test_cider_rewards_are_the_caption_jobs_cider_d_and_mixed_adds_the_bleu_gain():
     tokens = ["<pad>", "<unk>", "<start>", "<end>", "dog", "runs", "cat", "sleeps", "on", "grass"]
     references = [[["dog", "runs", "on", "grass"], ["dog", "runs"]], [["cat", "sleeps"], ["cat", "sleeps", "on", "grass"]]]
-    sampled = np.array([[2, 4, 5, 8, 9, 3], [2, 6, 7, 3, 0, 0], [2, 6, 7, 8, 9, 3], [2, 4, 3, 0, 0, 0]])
-    joined = [[" ".join(r) for r in refs] for refs in references] + [["dog on grass"]]  # a third train image
-    df = cider.document_frequencies(joined)
+    # the last sample never ended (cut at max_length): it gets no end token
+    sampled = np.array([[2, 4, 5, 8, 9, 3], [2, 6, 7, 3, 0, 0], [2, 6, 7, 8, 9, 3], [2, 6, 7, 8, 9, 8]])
+    joined = [[" ".join(r) + " <end>" for r in refs] for refs in references] + [["dog on grass <end>"]]
+    df = cider.document_frequencies(joined)  # as the trainer makes them: train references, end token included
     cider_reward, stats, total = rewards.Reward("cider_d", df, len(joined))(sampled, references, tokens, 2)
     expected = [cider.cider_d(c, joined[image], df, len(joined)) for image, c in
-                ((0, "dog runs on grass"), (0, "cat sleeps"), (1, "cat sleeps on grass"), (1, "dog"))]
+                ((0, "dog runs on grass <end>"), (0, "cat sleeps <end>"), (1, "cat sleeps on grass <end>"),
+                 (1, "cat sleeps on grass on"))]
     np.testing.assert_allclose(cider_reward, expected, rtol=1e-6)
     assert cider_reward[0] > cider_reward[1] and cider_reward[2] > cider_reward[3] and total == pytest.approx(sum(expected))
     np.testing.assert_array_equal(stats, rewards.caption_stats(sampled, references, tokens, per_image=2))

@@ -2,7 +2,10 @@
 
     bleu4    the caption's first-order gain in the corpus BLEU-4 of the step's samples (`corpus_bleu_gains`)
     cider_d  the caption's CIDEr-D (captioner/metrics/cider.py, the caption job's implementation), with the
-             document frequencies of the train split's references, as Rennie et al. (2017) reward it
+             document frequencies of the train split's references, as Rennie et al. (2017) reward it; the
+             end token counts as a word of every reference and of each caption that ended (as in
+             ruotianluo/self-critical.pytorch), so a caption cut off mid-phrase ("a dog runs in the") misses
+             the n-grams that end the references
     mixed    the sum of the two: both are about 1 for a typical caption, and CIDEr-D alone can drift to
              captions that repeat rare n-grams, which BLEU's clipped precision holds back
 
@@ -19,6 +22,7 @@ from captioner import bleu
 from captioner.config.sections import SELF_CRITICAL_REWARDS
 from captioner.decoder import search
 from captioner.metrics import cider
+from captioner.text import END, END_ID
 
 STATS_SIZE = 2 * bleu.MAX_ORDER + 2  # captioner.bleu's sentence statistics: matches, counts, lengths
 
@@ -55,6 +59,11 @@ def corpus_bleu_gains(stats: np.ndarray) -> np.ndarray:
     return (len(stats) * gain).astype(np.float32)
 
 
+def ended(words: Sequence[str], did_end: bool = True) -> str:
+    """A caption as the CIDEr-D reward reads it: its words, then the end token when it ended."""
+    return " ".join(list(words) + ([END] if did_end else []))
+
+
 class Reward:
     """Scores a step's sampled captions; `document_frequencies` (of the train references) for cider_d/mixed."""
 
@@ -78,8 +87,8 @@ class Reward:
         cider_d = np.zeros(len(ids), np.float32)
         for image, image_refs in enumerate(references):
             rows = slice(image * samples, (image + 1) * samples)
-            candidates = [" ".join(search.ids_to_words(row_ids, tokens)) for row_ids in ids[rows]]
-            cider_d[rows] = cider.cider_d_of_samples(candidates, [" ".join(r) for r in image_refs], self.df,
+            candidates = [ended(search.ids_to_words(row_ids, tokens), END_ID in row_ids) for row_ids in ids[rows]]
+            cider_d[rows] = cider.cider_d_of_samples(candidates, [ended(r) for r in image_refs], self.df,
                                                      self.images)
         rewards = cider_d if self.kind == "cider_d" else cider_d + corpus_bleu_gains(stats)
         return rewards, stats, float(cider_d.sum())

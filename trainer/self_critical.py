@@ -200,7 +200,7 @@ def _reward(kind: str, caption_data) -> rewards.Reward:
     """The configured reward; CIDEr-D's document frequencies come from one pass over the train references."""
     if kind == "bleu4":
         return rewards.Reward(kind)
-    references = [[" ".join(r) for r in refs] for _, _, batch in caption_data.images("train", 256)
+    references = [[rewards.ended(r) for r in refs] for _, _, batch in caption_data.images("train", 256)
                   for refs in batch if refs]
     log.info("self-critical reward %s: document frequencies of %d train images' references", kind, len(references))
     return rewards.Reward(kind, cider.document_frequencies(references), len(references))

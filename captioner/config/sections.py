@@ -33,7 +33,7 @@ class ExtractConfig:
                                          "(captioner.encoders.from_tflite, written to OUTPUT/encoder/), which runs "
                                          "on GPUs and can be fine-tuned (train.finetune_encoder_epochs)")
     keep_images: bool = setting(False, "also keep each image in its record as the encoder saw it (JPEG at the "
-                                       "encoder's input size, ~15 KB at 224x224), which fine-tuning the encoder "
+                                       "encoder's input size, ~19 KB at 224x224), which fine-tuning the encoder "
                                        "(train.finetune_encoder_epochs) trains on")
 
     def __post_init__(self):
