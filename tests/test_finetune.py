@@ -152,3 +152,23 @@ def test_a_killed_fine_tuning_resumes_where_its_backup_is(kept, tmp_path):
     assert [e["epoch"] for e in tuned["epochs"]] == [1, 2, 3, 4]
     with open(os.path.join(job_dir, "export", BUNDLE_FILE)) as handle:
         assert "finetuned_from" in json.load(handle)["encoder"]
+
+
+def test_two_workers_fine_tune_the_encoder_and_only_the_chief_exports_it(kept, tmp_path):
+    """train.strategy=multi_worker: the custom loop runs the fine-tuning phase too, then self-critical epochs."""
+    from tests.test_multi_worker import _logs, _workers
+    from trainer import local_cluster
+    features, _ = kept
+    job_dir, log_dir = str(tmp_path / "job"), tmp_path / "logs"
+    config = _config(epochs=2, finetune_encoder_epochs=1, self_critical_epochs=1, self_critical_samples=2,
+                     batch_size=8, strategy="multi_worker")
+    processes = _workers(config, features, job_dir, log_dir, "--eval_split", "dev")
+    assert local_cluster.wait(processes) == 0, _logs(log_dir)[0][-3000:]
+    chief, worker = _logs(log_dir)
+    assert "encoder fine-tuning: 1 epochs on the kept images" in chief and "in 2 worker(s)" in chief
+    assert "worker 1 of 2: done; the chief exports" in worker
+    with open(os.path.join(job_dir, ENCODER_FINETUNING.history)) as handle:
+        assert [e["epoch"] for e in json.load(handle)["epochs"]] == [1]
+    with open(os.path.join(job_dir, "export", BUNDLE_FILE)) as handle:
+        assert "finetuned_from" in json.load(handle)["encoder"]
+    assert os.path.exists(os.path.join(job_dir, "export", "encoder", FINE_TUNED_ENCODER_FILE))

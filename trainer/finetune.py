@@ -60,12 +60,16 @@ def has_started(folder: JobFolder) -> bool:
 
 def encoder_model(identity: dict, blocks: int) -> keras.Model:
     """The features' encoder as a Keras model, its top `blocks` blocks trainable; build it in the strategy's scope."""
-    model = encoders.encoder_from_identity(identity).trainable_model()
+    return train_top_blocks(encoders.encoder_from_identity(identity).trainable_model(), blocks, identity.get("name"))
+
+
+def train_top_blocks(model: keras.Model, blocks: int, name: str = "") -> keras.Model:
+    """Freezes every layer of an encoder model but those of its top `blocks` blocks (encoders.encoder_blocks)."""
     groups = encoders.encoder_blocks(model)
     trained = {name for group in groups[-blocks:] for name in group}
     for layer in model.layers:
         layer.trainable = layer.name in trained
-    log.info("encoder %s: %d of its %d blocks train (%s .. %s), %d trainable parameters", identity.get("name"),
+    log.info("encoder %s: %d of its %d blocks train (%s .. %s), %d trainable parameters", name or model.name,
              min(blocks, len(groups)), len(groups), groups[-min(blocks, len(groups))][0], groups[-1][-1],
              sum(int(np.prod(v.shape)) for v in model.trainable_weights))
     return model
