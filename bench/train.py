@@ -27,6 +27,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from typing import Optional
 
 from bench import harness, tutorial
 from captioner.layout import EXPORT_DIR, MANIFEST_FILE
@@ -86,6 +87,15 @@ def limited_copy(source: str, target: str, train: int, dev: int) -> str:
         manifest["counts"][split] = written
     harness.write_json(os.path.join(target, MANIFEST_FILE), manifest, indent=2, sort_keys=True)
     return target
+
+
+def features_to_use(features: str, work: str, limit_images: Optional[int]) -> str:
+    """The features folder a run trains on: `features` itself, or its first `limit_images` train images (and a
+    sixth as many dev images, Flickr8k's ratio) copied into `work`."""
+    features = os.path.abspath(features)
+    if not limit_images:
+        return features
+    return limited_copy(features, os.path.join(work, "features"), limit_images, math.ceil(limit_images / 6))
 
 
 # --- (a) classic training, in a child ---------------------------------------------------------------
@@ -269,11 +279,8 @@ def main() -> None:
     check_features(args.features)
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-train-")
     os.makedirs(work, exist_ok=True)
-    features = os.path.abspath(args.features)
     try:
-        if args.limit_images:
-            features = limited_copy(features, os.path.join(work, "features"), args.limit_images,
-                                    math.ceil(args.limit_images / 6))
+        features = features_to_use(args.features, work, args.limit_images)
         manifest = harness.read_json(os.path.join(features, MANIFEST_FILE))
         info = manifest["features"]["pooled"]
         facts = {"features": args.features + (f" (first {args.limit_images} train images)" if args.limit_images else ""),

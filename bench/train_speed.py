@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 from bench import harness
-from bench.train import limited_copy
+from bench.train import features_to_use
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ARRANGEMENTS = {"a": ("one caption per row", 1), "b": ("an image's captions per row", 0)}
@@ -103,11 +103,8 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-train-speed-")
     os.makedirs(work, exist_ok=True)
-    features = os.path.abspath(args.features)
     try:
-        if args.limit_images:
-            features = limited_copy(features, os.path.join(work, "features"), args.limit_images,
-                                    max(1, args.limit_images // 6))
+        features = features_to_use(args.features, work, args.limit_images)
         results = {decoder: {key: run_trainer(features, work, decoder, per_row, args.epochs, args.finetune)
                              for key, (_, per_row) in ARRANGEMENTS.items()}
                    for decoder in args.decoders.split(",")}

@@ -74,6 +74,16 @@ def shared_dir():
     return SHARED_DIR
 
 
+def flickr_photos(shared_dir: str, count: int):
+    """The first `count` Flickr8k photos (sorted names) as uint8 [count, 224, 224, 3] RGB."""
+    import numpy as np
+    from PIL import Image
+    folder = os.path.join(shared_dir, "data", "flickr8k", "images")
+    names = sorted(os.listdir(folder))[:count]
+    return np.stack([np.asarray(Image.open(os.path.join(folder, name)).convert("RGB").resize((224, 224)))
+                     for name in names])
+
+
 @pytest.fixture(scope="session")
 def mobilenet_v1_tflite(shared_dir):
     return os.path.join(shared_dir, "models", "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")

@@ -7,18 +7,15 @@ import numpy as np
 from apache_beam.internal import pickler as beam_pickler
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from captioner import encoders
+from tests.conftest import flickr_photos
 
 
 @pytest.fixture(scope="module")
 def flickr_images(shared_dir):
     """Five real Flickr8k photos as uint8 [5, 224, 224, 3] RGB."""
-    folder = os.path.join(shared_dir, "data", "flickr8k", "images")
-    names = sorted(os.listdir(folder))[:5]
-    return np.stack([np.asarray(Image.open(os.path.join(folder, name)).convert("RGB").resize((224, 224)))
-                     for name in names])
+    return flickr_photos(shared_dir, 5)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,8 @@
 """Fine-tuning the encoder with the decoder on the kept images: trained, resumed, exported, and captioned with."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -18,6 +16,7 @@ from captioner.layout import BUNDLE_FILE, FINE_TUNED_ENCODER_FILE
 from captioner.manifest import ManifestError
 from pipelines import caption_and_score
 from tests.conftest import PROJECT_ROOT
+from tests.kill import ENV, kill_after_backup
 from tests.synthetic_features import (overrides, thumbnail_scenes, tiny_config, tiny_keras_encoder,
                                       write_synthetic_features)
 from trainer import features_folder, finetune, job
@@ -116,30 +115,11 @@ def test_a_killed_fine_tuning_resumes_where_its_backup_is(kept, tmp_path):
     config = _config(epochs=1, finetune_encoder_epochs=4, self_critical_epochs=1, self_critical_samples=2)
     command = [sys.executable, "-m", "trainer.task", "--features", features, "--job_dir", job_dir,
                "--eval_split", "none", "--verbose", "2", *overrides(config)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    metadata = os.path.join(job_dir, ENCODER_FINETUNING.backup_metadata)
-
-    def backed_up() -> int:
-        try:
-            with open(metadata) as handle:
-                return json.load(handle)["epoch"]
-        except (OSError, ValueError, KeyError):
-            return 0
-
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 240
-            while backed_up() < 1 and first.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
-            assert backed_up() >= 1, (tmp_path / "first.log").read_text()[-3000:]
-            os.kill(first.pid, signal.SIGKILL)
-        finally:
-            first.wait()
-    killed_at = backed_up()
+    killed_at = kill_after_backup(command, os.path.join(job_dir, ENCODER_FINETUNING.backup_metadata),
+                                  str(tmp_path / "first.log"), 240)
     assert 1 <= killed_at < 4 and not os.path.exists(os.path.join(job_dir, FINETUNE_ENCODER))
 
-    second = subprocess.run(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    second = subprocess.run(command, cwd=PROJECT_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:]
     assert "the cross-entropy epochs finished in an earlier run" in second.stdout

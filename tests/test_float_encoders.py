@@ -7,13 +7,13 @@ import sys
 import keras
 import numpy as np
 import pytest
-from PIL import Image
 
 from captioner import encoders
 from captioner.encoders import from_tflite
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, flickr_photos
 
 V2_TFLITE = "mobilenet_v2_1.0_224_quant.tflite"
+pytestmark = pytest.mark.slow  # three conversions and 100 real images through five models
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,7 @@ def converted(shared_dir, mobilenet_v1_tflite, tmp_path_factory):
 @pytest.fixture(scope="module")
 def flickr(shared_dir):
     """The first 100 Flickr8k photos (sorted names) as uint8 [100, 224, 224, 3] RGB."""
-    folder = os.path.join(shared_dir, "data", "flickr8k", "images")
-    names = sorted(os.listdir(folder))[:100]
-    return np.stack([np.asarray(Image.open(os.path.join(folder, name)).convert("RGB").resize((224, 224)))
-                     for name in names])
+    return flickr_photos(shared_dir, 100)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -85,7 +82,6 @@ def test_layers_are_blocks_with_the_tflite_strides_and_activations(converted):
     assert projections and all(layer.get_config()["activation"] == "linear" for layer in projections)
 
 
-@pytest.mark.slow
 def test_the_converted_file_loads_safely_without_this_project(converted, tmp_path):
     code = ("import sys, keras; m = keras.saving.load_model(sys.argv[1], safe_mode=True); "
             "assert 'captioner' not in sys.modules; print(tuple(m.output.shape))")
@@ -94,7 +90,6 @@ def test_the_converted_file_loads_safely_without_this_project(converted, tmp_pat
     assert run.returncode == 0 and "(None, 7, 7, 1024)" in run.stdout, run.stderr[-2000:]
 
 
-@pytest.mark.slow
 def test_other_graphs_and_wrong_flags_are_refused_in_one_line(mobilenet_v1_tflite, tmp_path, capsys):
     import tensorflow as tf
     inputs = keras.Input((4,))

@@ -2,10 +2,8 @@
 import json
 from collections import Counter
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -18,6 +16,7 @@ from captioner.decoder import search
 from captioner.decoder.decoding import Decoding
 from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, EVAL_FILE, MODEL_FILE
 from captioner.text import PAD_ID
+from tests.kill import ENV, kill_after_backup
 from tests.synthetic_features import overrides, thumbnail_scenes, tiny_config, write_synthetic_features
 from trainer import data, export, features_folder, job, task, training
 from trainer.job_folder import BACKUP, BACKUP_METADATA, HISTORY, JobFolder
@@ -188,45 +187,18 @@ def test_one_and_two_replicas_reach_the_same_loss(synthetic, tmp_path):
     np.testing.assert_allclose(two, one, rtol=1e-3)
 
 
-def _wait_for(predicate, timeout: float, process=None) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        if process is not None and process.poll() is not None:
-            return predicate()
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.slow
 def test_resumes_after_sigkill(synthetic, tmp_path):
     job_dir = str(tmp_path / "job")
     config = tiny_config(epochs=8, batch_size=8, early_stopping_patience=0)
     command = [sys.executable, "-m", "trainer.task", "--features", synthetic, "--job_dir", job_dir,
                "--eval_split", "none", "--devices", "/cpu:0,/cpu:1", *overrides(config)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     metadata = os.path.join(job_dir, BACKUP_METADATA)
-
-    def backed_up_epoch() -> int:
-        try:
-            with open(metadata) as handle:
-                return json.load(handle)["epoch"]
-        except (OSError, ValueError, KeyError):
-            return 0
-
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            assert _wait_for(lambda: backed_up_epoch() >= 1, 150, first), (tmp_path / "first.log").read_text()
-            os.kill(first.pid, signal.SIGKILL)
-        finally:
-            first.wait()
-    killed_at = backed_up_epoch()
-    assert first.returncode == -signal.SIGKILL and 1 <= killed_at < 8
+    killed_at = kill_after_backup(command, metadata, str(tmp_path / "first.log"), 150)
+    assert 1 <= killed_at < 8
     assert not os.path.exists(os.path.join(job_dir, "export"))
 
-    second = subprocess.run(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    second = subprocess.run(command, cwd=PROJECT_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=240)
     assert second.returncode == 0, second.stdout[-3000:]
     assert f"resuming from the backup of epoch {killed_at} of 8" in second.stdout

@@ -23,17 +23,19 @@ EXAMPLE = """example:
 
 writes to --job_dir: job.json (the features and train config it was started with), backup/ (resume state),
 checkpoints/best.weights.h5 (best by dev loss), logs/ (TensorBoard), history.json (one entry per epoch and per
-run), self_critical/ (fine-tuning history and weights), export/ (decoder.keras, vocabulary.txt, bundle.json,
-encoder/), eval.json + eval_captions.jsonl (BLEU-1..4 with greedy decoding), summary.json."""
+run), finetune/ (encoder fine-tuning: its backup, history and weights), self_critical/ (history and weights),
+export/ (decoder.keras, vocabulary.txt, bundle.json, encoder/ with the fine-tuned encoder.keras when there is
+one), eval.json + eval_captions.jsonl (BLEU-1..4 and CIDEr-D, decoded as caption.* says), summary.json."""
 
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="python -m trainer.task",
         description="Trains a caption decoder (merge | init_lstm | attention | transformer, from train.decoder)\non extracted "
-                    "features with tf.distribute, optionally fine-tunes it on its own sampled captions\n"
+                    "features with tf.distribute, optionally trains the encoder with it on the kept images\n"
+                    "(train.finetune_encoder_epochs) and fine-tunes it on its own sampled captions\n"
                     "(train.self_critical_epochs), resumes after interruptions, exports a captioner bundle\n"
-                    "and scores it with corpus BLEU.",
+                    "and scores it with corpus BLEU and CIDEr-D, decoding as the caption job does.",
         epilog=EXAMPLE, formatter_class=cli.HelpFormatter)
     config_lib.add_config_flags(parser)
     parser.add_argument("--features", required=True, metavar="FOLDER",
@@ -47,8 +49,8 @@ def build_parser() -> cli.ArgumentParser:
                         help="start the job in --job_dir again from nothing, even if it holds a job trained on "
                              "other features or another train config (otherwise that is refused)")
     parser.add_argument("--eval_split", default="dev", choices=["dev", "test", "none"],
-                        help="split scored with corpus BLEU-1..4 (greedy) after training, into job_dir/eval.json; "
-                             "none skips it (default: %(default)s)")
+                        help="split scored with corpus BLEU-1..4 and CIDEr-D after training (decoded with caption.*), "
+                             "into job_dir/eval.json; none skips it (default: %(default)s)")
     parser.add_argument("--devices", default=None, metavar="DEV[,DEV...]",
                         help="comma list of devices for train.strategy=mirrored, e.g. /gpu:0,/gpu:1 or, on a CPU "
                              "machine, /cpu:0,/cpu:1 (the CPU is split into logical devices); default: every "

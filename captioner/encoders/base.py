@@ -68,6 +68,19 @@ class Encoder:
         return self._reload, (self.identity, self._num_threads)
 
 
+class GraphEncoder(Encoder):
+    """An encoder whose forward pass is one `tf.function` (`self._infer`) over a whole uint8 batch, so TensorFlow
+    runs it on the GPU when there is one (the keras.applications and `.keras` families)."""
+
+    _infer: Callable
+
+    def encode(self, images: np.ndarray) -> dict:
+        images = self._check_images(images)
+        if len(images) == 0:
+            return self._empty()
+        return {key: value.numpy() for key, value in self._infer(images).items()}
+
+
 def make_identity(name: str, source: str, weights: str, weights_sha256: str, spatial: bool,
                   input_size: Tuple[int, int], preprocessing: str) -> dict:
     """What the manifest and the bundle record about an encoder, enough to load the same one again.

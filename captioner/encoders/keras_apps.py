@@ -16,11 +16,10 @@ import tempfile
 from typing import Callable, Optional, Tuple
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from captioner import storage
-from captioner.encoders.base import Encoder, EncoderError, feature, make_identity, model_weights_sha256
+from captioner.encoders.base import EncoderError, GraphEncoder, feature, make_identity, model_weights_sha256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +88,7 @@ def _build_base(name: str, app: KerasApp, weights: str) -> Tuple[keras.Model, Op
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-class KerasEncoder(Encoder):
+class KerasEncoder(GraphEncoder):
     """One keras.applications model per encoder, with a "pooled" (and, on request, "spatial") output."""
 
     def __init__(self, name: str, weights: str = "none", spatial: bool = False):
@@ -127,10 +126,3 @@ class KerasEncoder(Encoder):
     def _forward(self, images: tf.Tensor) -> dict:
         pixels = self._app.preprocess(tf.cast(images, tf.float32))
         return self._model(pixels, training=False)
-
-    def encode(self, images: np.ndarray) -> dict:
-        images = self._check_images(images)
-        if len(images) == 0:
-            return self._empty()
-        outputs = self._infer(tf.constant(images))
-        return {key: value.numpy() for key, value in outputs.items()}

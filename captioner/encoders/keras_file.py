@@ -19,11 +19,10 @@ import os
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from captioner import storage
-from captioner.encoders.base import Encoder, EncoderError, feature, make_identity, model_weights_sha256
+from captioner.encoders.base import EncoderError, GraphEncoder, feature, make_identity, model_weights_sha256
 
 SUMMARY = ("Keras model file (local or gs://), float RGB 0..255 in at its input size, preprocessing inside; "
            "output a HxWxC map (spatial; pooled = its mean) or a vector (pooled only), stored as float16; "
@@ -57,7 +56,7 @@ def _preprocessing(model: keras.Model) -> str:
     return "inside the model (float RGB 0..255 in)"
 
 
-class KerasFileEncoder(Encoder):
+class KerasFileEncoder(GraphEncoder):
     """One saved Keras model, run through a `tf.function` on whole uint8 batches."""
 
     def __init__(self, path: str, spatial: bool = False):
@@ -90,13 +89,6 @@ class KerasFileEncoder(Encoder):
         if self.spatial:
             outputs["spatial"] = output
         return {key: tf.cast(value, STORED_DTYPE) for key, value in outputs.items()}
-
-    def encode(self, images: np.ndarray) -> dict:
-        images = self._check_images(images)
-        if len(images) == 0:
-            return self._empty()
-        outputs = self._infer(tf.constant(images))
-        return {key: value.numpy() for key, value in outputs.items()}
 
     def trainable_model(self) -> keras.Model:
         """The loaded model itself: pixels 0..255 -> its map or vector (see Encoder.trainable_model)."""
