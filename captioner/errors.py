@@ -29,5 +29,9 @@ class OutputError(CaptionerError):
     """An output folder that cannot be written, or holds an earlier run that would be mixed with this one."""
 
 
+class TrainingFailed(CaptionerError):
+    """Training that cannot give a model worth exporting (a loss that became NaN or infinite); nothing is exported."""
+
+
 class StorageUnreachable(CaptionerError):
     """Storage (gs:// or its emulator) that does not answer within the bounded retry."""

@@ -62,6 +62,9 @@ def test_unknown_or_misspelled_overrides_suggest_the_closest_key(override, expec
     ("train.self_critical_samples=1", "train.self_critical_samples must be an integer >= 2"),
     ("extract.spatial=maybe", "extract.spatial must be true or false"),
     ("extract.num_shards=true", "extract.num_shards must be an integer >= 0"),
+    ("train.learning_rate=.nan", "train.learning_rate must be a finite number"),
+    ("caption.length_penalty=.inf", "caption.length_penalty must be a finite number"),
+    ("train.encoder_learning_rate=-.inf", "train.encoder_learning_rate must be a finite number"),
 ])
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(override, allowed):
     key, _, value = override.partition("=")

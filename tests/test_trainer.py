@@ -14,6 +14,7 @@ from captioner import bundle, schema, storage
 from captioner import manifest as manifest_lib
 from captioner.decoder import search
 from captioner.decoder.decoding import Decoding
+from captioner.errors import TrainingFailed
 from captioner.layout import BUNDLE_FILE, BUNDLE_VOCABULARY_FILE, EVAL_FILE, MODEL_FILE
 from captioner.text import PAD_ID
 from tests.kill import ENV, kill_after_backup
@@ -291,3 +292,12 @@ def test_help_lists_every_flag(capsys):
     assert set(flags) >= {"--config", "--set", "--features", "--job_dir", "--eval_split", "--devices", "--work_dir"}
     for flag in flags:
         assert flag in text, flag
+
+
+def test_a_loss_that_becomes_nan_fails_the_job_and_exports_nothing(tmp_path):
+    features = str(tmp_path / "features")
+    write_synthetic_features(features, 60, 12, 12)
+    config = tiny_config(epochs=3, learning_rate=1e30, lr_schedule="constant")
+    with pytest.raises(TrainingFailed, match="the loss became nan in epoch 1.*lower the learning rate"):
+        job.run(config, features, str(tmp_path / "job"), verbose=0, eval_split="none")
+    assert not os.path.exists(tmp_path / "job" / "export")

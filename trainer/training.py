@@ -16,6 +16,7 @@ from typing import Iterator, Mapping, Optional
 
 import keras
 
+from captioner.errors import TrainingFailed
 from trainer import callbacks
 from trainer.custom_loop import CustomLoop
 from trainer.job_folder import CROSS_ENTROPY, JobFolder, Phase
@@ -131,7 +132,13 @@ def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_
                   verbose=verbosity(verbose), shuffle=False)  # tf.data shuffles (seeded); Keras warns when asked to
     else:
         loop.fit(train_ds, val_ds, epochs, initial_epoch, steps, job_callbacks, verbosity(verbose))
-    return folder.read_json(phase.history, callbacks.empty_history())
+    history = folder.read_json(phase.history, callbacks.empty_history())
+    last = history["epochs"][-1] if history["epochs"] else {}
+    if not math.isfinite(last.get("loss", 0.0)):  # TerminateOnNaN stopped it: a model of NaNs is not a result
+        raise TrainingFailed(f"{phase.name}: the loss became {last['loss']} in epoch {last['epoch']}, so training "
+                             f"stopped and nothing was exported; lower the learning rate (train.learning_rate="
+                             f"{train_cfg.learning_rate}) and start the job again with --overwrite")
+    return history
 
 
 def verbosity(verbose: Optional[int]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from typing import Any, Iterable, Optional, Sequence
 
@@ -78,6 +79,8 @@ def _checked(key: str, value: Any, annotation, rule: Rule) -> Any:
         value = float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
         raise refuse()
+    if base is float and not math.isfinite(value):  # nan passes every comparison below, inf most of them
+        raise ConfigError(f"{key}={value!r} is not allowed: {key} must be a finite number ({rule.doc})")
     if rule.choices is not None and value not in rule.choices:
         raise refuse()
     if ((rule.minimum is not None and value < rule.minimum) or (rule.above is not None and value <= rule.above)
