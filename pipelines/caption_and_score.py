@@ -22,10 +22,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from captioner import bundle, captions, cli, manifest, output_folder, schema, sources, storage
 from captioner import config as configs
-from captioner.errors import UsageError
+from captioner.errors import InputError, UsageError
 from captioner.layout import BLEU_JSON, CAPTION_FILES, METRICS_JSON, REPORT_HTML
 from captioner.metrics import report
-from pipelines import launch
+from pipelines import launch, outcome
 from pipelines.caption import graph, outputs
 
 
@@ -97,6 +97,9 @@ def settings_from(args) -> graph.CaptionSettings:
     if args.features:
         features_manifest = manifest.read(args.features)
         manifest.check_compatible(features_manifest, info["encoder"], info["features"], source=args.features)
+        if not features_manifest["counts"].get(args.split):
+            raise InputError(f"--features {args.features} holds no {args.split} records (records per split: "
+                             f"{features_manifest['counts']}); choose --split among those that have some")
     for pattern, flag in ((args.images, "--images"), (args.image_list, "--image_list"),
                           (args.retry_dead_letters, "--retry_dead_letters"), (args.include, "--include")):
         if pattern:
@@ -125,6 +128,7 @@ def run(argv: Optional[List[str]] = None) -> dict:
     summary = json.loads(storage.read_text(storage.join(args.output, BLEU_JSON)))
     metrics = json.loads(storage.read_text(storage.join(args.output, METRICS_JSON)))
     print(describe(summary, args.output, time.time() - started, metrics))
+    outcome.check(summary["counts"]["captioned"], summary["counts"], "caption", args.output, args.include)
     return summary
 
 

@@ -25,7 +25,7 @@ from captioner import config as configs
 from captioner.errors import InputError, UsageError
 from captioner.encoders import from_tflite
 from captioner.layout import FEATURES_ENCODER_DIR, FEATURES_FILES, MANIFEST_FILE
-from pipelines import launch
+from pipelines import launch, outcome
 from pipelines.extract import graph
 
 
@@ -161,6 +161,7 @@ def run(argv: Optional[List[str]] = None) -> dict:
         return {}
     written = manifest.read(args.output)
     print(summary(written, args.output, time.time() - started))
+    outcome.check(written["this_run"]["records_written"], written["this_run"], "extract", args.output)
     return written
 
 

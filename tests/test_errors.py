@@ -209,3 +209,38 @@ def test_a_job_dir_of_another_job_is_refused_and_overwrite_starts_it_again(capsy
     with open(tmp_path / "job" / "job.json") as handle:
         assert json.load(handle)["train"]["units"] == 32
     assert cli.run(task.main, [*base, "--set", "train.units=32", "--set", "train.epochs=2"]) == 0  # extends it
+    with open(tmp_path / "job" / "history.json") as handle:
+        history = json.load(handle)
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2] and [r["initial_epoch"] for r in history["runs"]] == [0, 1]
+    assert cli.run(task.main, [*base, "--set", "train.units=32", "--set", "train.epochs=2"]) == 0  # finished
+    with open(tmp_path / "job" / "history.json") as handle:
+        assert json.load(handle) == history  # the record of the earlier runs is kept, nothing retrained
+
+
+@pytest.mark.slow
+def test_real_input_that_gives_nothing_is_not_a_success(demo, capsys, tmp_path):
+    """Exit 0 only for what was asked: an include list naming none of the images, a split with no records,
+    only unreadable images all fail; an incremental run with nothing new is the one empty success."""
+    include = tmp_path / "include.txt"
+    include.write_text("not_one_of_them.jpg\n")
+    out = str(tmp_path / "captions")
+    _fails(caption_and_score.main, ["--model", LEGACY_EXPORT, "--images", str(demo / "data" / "images" / "*"),
+                                    "--include", str(include), "--output", out, "--runner=FnApiRunner"],
+           capsys, 1, "--include", "names none of the 12 images")
+    features = str(tmp_path / "features")
+    write_synthetic_features(features, num_train=4, num_dev=1, num_test=2, encoder="thumbnail")
+    _fails(caption_and_score.main, ["--model", LEGACY_EXPORT, "--features", features, "--split", "unsplit",
+                                    "--output", str(tmp_path / "c2")], capsys, 1, "holds no unsplit records")
+    (tmp_path / "broken").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "broken" / name).write_bytes(b"not an image at all")
+    _fails(extract_features.main, ["--images", str(tmp_path / "broken" / "*.jpg"), "--output",
+                                   str(tmp_path / "x"), "--runner=FnApiRunner"], capsys, 1,
+           "none of the 2 images could be extracted", "dead_letter-*.jsonl")
+    first = ["--model", LEGACY_EXPORT, "--images", str(demo / "data" / "images" / "*"), "--runner=FnApiRunner"]
+    assert cli.run(caption_and_score.main, [*first, "--output", str(tmp_path / "all")]) == 0
+    capsys.readouterr()
+    assert cli.run(caption_and_score.main, [*first, "--skip_existing", str(tmp_path / "all"), "--output",
+                                            str(tmp_path / "none_new")]) == 0
+    assert "warning: nothing new to caption: all 12 images are already in the --skip_existing outputs" in \
+        capsys.readouterr().out

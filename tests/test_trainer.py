@@ -210,7 +210,10 @@ def test_resumes_after_sigkill(synthetic, tmp_path):
     assert min(e["epoch"] for e in history["epochs"] if e["run"] == 2) == killed_at + 1
     assert history["runs"][1]["replicas"] == 2 and history["runs"][1]["global_batch"] == 4  # 2 images of 3 x 2
     assert os.path.exists(os.path.join(job_dir, "export", MODEL_FILE))
-    assert not os.path.exists(metadata)  # the backup goes once training has finished
+    with open(metadata) as handle:  # kept when training has finished: a re-run with more epochs goes on from it
+        assert json.load(handle)["epoch"] == 8
+    with open(os.path.join(job_dir, HISTORY)) as handle:
+        assert json.load(handle)["finished"] == {"epochs": 8, "stopped_early": False}
     assert '"resumed_from_epoch": %d' % killed_at in second.stdout
 
 
@@ -223,7 +226,7 @@ def test_gcs_features_and_job_dir(gcs_folder, tmp_path):
     for name in ("export/decoder.keras", "export/bundle.json", "export/vocabulary.txt", "history.json",
                  "eval.json", "checkpoints/best.weights.h5"):
         assert storage.exists(f"{job_dir}/{name}"), name
-    assert not storage.match(f"{job_dir}/{BACKUP}/**")  # finished: the backup is gone there too
+    assert storage.exists(f"{job_dir}/{BACKUP_METADATA}")  # mirrored there too: more epochs go on from it
     assert result.export_dir == f"{job_dir}/export"
 
     captioner = bundle.Captioner.load(result.export_dir)

@@ -34,6 +34,7 @@ class HistoryFile(keras.callbacks.Callback):
         self._started = time.time()
 
     def on_train_begin(self, logs=None):
+        self.history.pop("finished", None)
         self.folder.write_json(self.relative, self.history)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -48,10 +49,11 @@ class HistoryFile(keras.callbacks.Callback):
         self.folder.write_json(self.relative, self.history)
 
     def on_train_end(self, logs=None):
-        """Marks the phase finished (a re-run goes on from it) unless it ended on a non-finite loss."""
+        """Marks the phase finished (a re-run goes on from it) unless it ended on a non-finite loss; says whether
+        early stopping ended it (then more epochs would not help: a re-run does not train on)."""
         epochs = self.history["epochs"]
         if epochs and math.isfinite(epochs[-1].get("loss", math.nan)):
-            self.history["finished"] = True
+            self.history["finished"] = {"epochs": epochs[-1]["epoch"], "stopped_early": bool(self.model.stop_training)}
             self.folder.write_json(self.relative, self.history)
 
 

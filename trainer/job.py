@@ -178,7 +178,8 @@ def _cross_entropy(model: GroupedDecoder, plan: _Plan, train_cfg, folder: JobFol
     """The cross-entropy epochs on stored features (resumed), leaving the best dev-loss weights in `model`;
     skipped when they finished in an earlier run (history.json says so) or a later phase has begun."""
     later = self_critical.has_started(folder) or (train_cfg.finetune_encoder_epochs and finetune.has_started(folder))
-    if later or folder.read_json(HISTORY, {}).get("finished"):
+    finished = folder.read_json(HISTORY, {}).get("finished") or {}
+    if later or finished.get("stopped_early") or finished.get("epochs", 0) >= train_cfg.epochs:
         log.info("the cross-entropy epochs finished in an earlier run: going on from there")
         if not self_critical.has_started(folder):
             training.restore_best(model, folder)

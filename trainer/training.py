@@ -124,7 +124,8 @@ def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_
     ]
     if train_cfg.early_stopping_patience:
         job_callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=train_cfg.early_stopping_patience))
-    job_callbacks.append(keras.callbacks.BackupAndRestore(folder.path(phase.backup)))
+    # kept when training ends: a re-run with more epochs goes on from it (trainer/job.py skips a finished phase)
+    job_callbacks.append(keras.callbacks.BackupAndRestore(folder.path(phase.backup), delete_checkpoint=False))
     if folder.remote:
         job_callbacks.append(callbacks.SyncToRemote(folder))
     if loop is None:
