@@ -89,6 +89,17 @@ def first_line(path: str) -> str:
     return lines[0] if lines else ""
 
 
+def first_listed_line(pattern: str) -> str:
+    """The first line that names something in the files `pattern` matches (in name order), so a listing's
+    format can be read; InputError when every one is empty (a listing of nothing is a mistake, not a job)."""
+    for path in storage.match(pattern):
+        with io.TextIOWrapper(FileSystems.open(path), encoding="utf-8", errors="replace") as handle:
+            line = next((line for line in handle if sources.strip_bom(line).strip()), "")
+        if line:
+            return line
+    raise InputError(f"--image_list {pattern} is empty: it lists no image; give a listing with one image a line")
+
+
 def key_scheme(path: str) -> str:
     """sources.BY_ID when a caption file keys images by path, BY_NAME when by file name (from its first keys;
     COCO and Karpathy files key by file name)."""

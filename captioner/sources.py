@@ -65,14 +65,18 @@ def strip_bom(line: str) -> str:
 
 
 # --- listing files --------------------------------------------------------------------------------
-def listing_format(first_line: str) -> Tuple[str, List[str]]:
-    """(format, CSV header) of a listing file from its first line."""
+def listing_format(first_line: str, source: str = "the listing") -> Tuple[str, List[str]]:
+    """(format, CSV header) of a listing file (`source`, for messages) from its first line."""
     line = strip_bom(first_line).strip()
     if line.startswith("{"):
         return JSONL_LIST, []
     header = [cell.strip().lower() for cell in next(csv.reader([line]), [])]
     if "path" in header or "uri" in header:
         return CSV_LIST, header
+    if len(header) > 1 and all(re.fullmatch(r"[a-z_ ]+", cell) for cell in header):
+        # words, no dots or slashes: a header naming other columns, not a path (its lines would all be misread)
+        raise InputError(f"{source} starts with {line!r}, a CSV header without a 'path' (or 'uri') column; "
+                         "a CSV listing has columns path (or uri) and, optionally, caption")
     return TEXT_LIST, []
 
 

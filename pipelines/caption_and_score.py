@@ -45,8 +45,8 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--include", default=None,
                         help="with images: a file of image file names (or ids), one a line (e.g. "
                              "Flickr_8k.testImages.txt); only the images named there are captioned")
-    parser.add_argument("--split", default="test", choices=schema.SPLITS,
-                        help="with --features: which split's shards to caption (default: %(default)s)")
+    parser.add_argument("--split", default=None, choices=schema.SPLITS,
+                        help="with --features: which split's shards to caption (default: test)")
     parser.add_argument("--references", default=None,
                         help="with images: reference captions to score against: a Flickr8k token file or "
                              "'image,caption' CSV (keyed by file name or id), a COCO caption annotation file or a "
@@ -87,6 +87,10 @@ def settings_from(args) -> graph.CaptionSettings:
     if (args.references or args.include) and args.features:
         raise UsageError("--references and --include go with images; with --features the split chooses the "
                          "images and the stored captions are the references")
+    if args.split and not args.features:
+        raise UsageError(f"--split {args.split} goes with --features (it picks the stored split to caption); with "
+                         "images, --include picks which ones (e.g. --include Flickr_8k.devImages.txt)")
+    args.split = args.split or "test"
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: a worker needs at least 1 thread")
     flags = {name: getattr(args, name) for name in ("beam_size", "length_penalty", "max_length", "batch_size")
@@ -104,6 +108,8 @@ def settings_from(args) -> graph.CaptionSettings:
                           (args.retry_dead_letters, "--retry_dead_letters"), (args.include, "--include")):
         if pattern:
             storage.first_match(pattern)
+    if args.image_list:  # empty, or a header naming other columns: refused before anything is written
+        sources.listing_format(captions.first_listed_line(args.image_list), args.image_list)
     for earlier in args.skip_existing:
         if earlier.rstrip("/") == args.output.rstrip("/"):
             raise UsageError("--skip_existing and --output are the same folder; write the new captions to a new "

@@ -116,8 +116,9 @@ def settings_from(args) -> graph.ExtractSettings:
                           (args.retry_dead_letters, "--retry_dead_letters")):
         if pattern:
             logging.info("%s %s: first match %s", flag, pattern, storage.first_match(pattern))
-    if args.image_list and args.captions:
-        if sources.carries_captions(*sources.listing_format(captions.first_line(args.image_list))):
+    listing = args.image_list and sources.listing_format(captions.first_listed_line(args.image_list), args.image_list)
+    if listing and args.captions:
+        if sources.carries_captions(*listing):
             raise UsageError("--image_list may carry captions itself; with --captions as well it is unclear which to "
                              "use: give one of them")
     float_model = _float_encoder(cfg) if cfg.float_encoder else None

@@ -96,6 +96,9 @@ def test_a_finished_extraction_is_not_overwritten_without_asking(demo, capsys):
 
 def test_caption_job_mistakes(demo, capsys, tmp_path):
     images = ["--images", str(demo / "data" / "images" / "*")]
+    empty, other_header = tmp_path / "empty.csv", tmp_path / "other_header.csv"
+    empty.write_text("\n\n")
+    other_header.write_text("file,text\na.jpg,a dog\n")
     cases = [
         (["--model", str(tmp_path), *images], 1, [str(tmp_path), "bundle.json", "export/ folder"]),
         (["--model", os.path.dirname(LEGACY_EXPORT), *images], 1, ["did you mean", LEGACY_EXPORT]),
@@ -107,6 +110,11 @@ def test_caption_job_mistakes(demo, capsys, tmp_path):
         (["--model", LEGACY_EXPORT, *images, "--max_length", "0"], 2, ["caption.max_length=0"]),
         (["--model", LEGACY_EXPORT, *images, "--skip_existing", str(tmp_path)], 1, [str(tmp_path), "bleu.json"]),
         (["--model", LEGACY_EXPORT, "--images", str(tmp_path / "*.png")], 1, ["*.png", "matches no file"]),
+        (["--model", LEGACY_EXPORT, *images, "--split", "dev"], 2, ["--split dev goes with --features"]),
+        (["--model", LEGACY_EXPORT, *images, "--length_penalty", "nan"], 2, ["caption.length_penalty=nan",
+                                                                            "a finite number"]),
+        (["--model", LEGACY_EXPORT, "--image_list", str(empty)], 1, ["--image_list", "is empty"]),
+        (["--model", LEGACY_EXPORT, "--image_list", str(other_header)], 1, ["'file,text'", "'path' (or 'uri')"]),
     ]
     for flags, code, named in cases:
         _fails(caption_and_score.main, [*flags, "--output", str(tmp_path / "c"), "--runner=FnApiRunner"], capsys,

@@ -65,7 +65,7 @@ class ImagesFromListing(beam.PTransform):
     def __init__(self, listing: str):
         super().__init__()
         self.listing = listing
-        self.format, self.header = sources.listing_format(caption_files.first_line(listing))
+        self.format, self.header = sources.listing_format(caption_files.first_listed_line(listing), listing)
 
     def expand(self, pipeline):
         entries = (pipeline
