@@ -24,7 +24,7 @@ from captioner import annotations, captions, cli, encoders, manifest, output_fol
 from captioner import config as configs
 from captioner.errors import InputError, UsageError
 from captioner.encoders import from_tflite
-from captioner.layout import FEATURES_ENCODER_DIR, FEATURES_FILES, MANIFEST_FILE
+from captioner.layout import FEATURES_ENCODER_DIR, FEATURES_FILES, MANIFEST_FILE, WORD_COUNTS_FILE
 from pipelines import launch, outcome
 from pipelines.extract import graph
 
@@ -163,6 +163,10 @@ def run(argv: Optional[List[str]] = None) -> dict:
     written = manifest.read(args.output)
     print(summary(written, args.output, time.time() - started))
     outcome.check(written["this_run"]["records_written"], written["this_run"], "extract", args.output)
+    if written["counts"]["train"] and not written["vocabulary"]["size"]:
+        raise InputError(f"the vocabulary of {args.output} is empty: extract.min_word_count="
+                         f"{written['vocabulary']['min_count']} is above every train word's count "
+                         f"({storage.join(args.output, WORD_COUNTS_FILE)} has them); re-extract with a lower one")
     return written
 
 

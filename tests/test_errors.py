@@ -245,6 +245,13 @@ def test_real_input_that_gives_nothing_is_not_a_success(demo, capsys, tmp_path):
     _fails(extract_features.main, ["--images", str(tmp_path / "broken" / "*.jpg"), "--output",
                                    str(tmp_path / "x"), "--runner=FnApiRunner"], capsys, 1,
            "none of the 2 images could be extracted", "dead_letter-*.jsonl")
+    no_words = str(tmp_path / "no_words")
+    _fails(extract_features.main, ["--images", str(demo / "data" / "images" / "*"), "--captions",
+                                   str(demo / "data" / "captions.txt"), "--splits", str(demo / "data"), "--set",
+                                   "extract.min_word_count=100000", "--output", no_words, "--runner=FnApiRunner"],
+           capsys, 1, "extract.min_word_count=100000", "empty")
+    _fails(task.main, ["--features", no_words, "--job_dir", str(tmp_path / "job")], capsys, 1,
+           "empty vocabulary", "extract.min_word_count")
     first = ["--model", LEGACY_EXPORT, "--images", str(demo / "data" / "images" / "*"), "--runner=FnApiRunner"]
     assert cli.run(caption_and_score.main, [*first, "--output", str(tmp_path / "all")]) == 0
     capsys.readouterr()

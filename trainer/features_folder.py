@@ -112,6 +112,10 @@ def open_features(source: str, train_cfg, cache_dir: str) -> FeaturesFolder:
         raise ManifestError(f"{source}: its manifest lists {len(missing)} shard files that do not exist "
                             f"(e.g. {missing[0]}); re-run the extraction")
     words = [w for w, _ in text.parse_vocabulary(storage.read_text(vocabulary_path))]
+    if not words:
+        raise ManifestError(f"{source} has an empty vocabulary (extract.min_word_count="
+                            f"{manifest['vocabulary'].get('min_count')} is above every train word's count): a decoder "
+                            "trained on it could only say nothing; re-extract with a lower extract.min_word_count")
     if len(words) != int(manifest["vocabulary"]["size"]):
         raise ManifestError(f"{vocabulary_path} holds {len(words)} words, the manifest says "
                             f"{manifest['vocabulary']['size']}: the folder mixes two extractions; re-run it")
