@@ -219,6 +219,7 @@ def test_dev_scores_equal_pycocoevalcaps_cider_d_and_nltks_bleu():
                                         {i: [" ".join(h)] for i, h in enumerate(hypotheses)})
     assert scored["cider_d"] == pytest.approx(official, abs=1e-9)
     assert scored["bleu"] == bleu.corpus_bleu(references, hypotheses)
+    assert evaluation.score_captions([], []) == {"bleu": None, "cider_d": None}  # nothing scored is not a 0
 
 
 @pytest.mark.slow

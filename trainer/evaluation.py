@@ -27,9 +27,10 @@ SAMPLES_KEPT = 10  # captions shown in eval.json; every caption is in eval_capti
 
 
 def score_captions(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]) -> Dict:
-    """{"bleu": corpus BLEU-1..4, "cider_d": corpus CIDEr-D} of word-list captions against their references."""
+    """{"bleu": corpus BLEU-1..4, "cider_d": corpus CIDEr-D} of word-list captions against their references;
+    None for both when there is nothing to score (no image with references), never a score of 0."""
     if not hypotheses:
-        return {"bleu": [0.0] * bleu.MAX_ORDER, "cider_d": 0.0}
+        return {"bleu": None, "cider_d": None}
     joined = [[" ".join(r) for r in image_refs] for image_refs in references]
     df = cider.document_frequencies(joined)
     cider_d = sum(cider.cider_d(" ".join(h), refs, df, len(joined)) for h, refs in zip(hypotheses, joined))
@@ -54,17 +55,15 @@ def evaluate(captioner, data, split: str, batch_size: int, decoding: Decoding) -
                 references.append(image_refs)
                 hypotheses.append(caption.split())
     scored = score_captions(references, hypotheses)
-    scores = scored["bleu"]
-    result = {
-        "split": split,
-        "images": len(hypotheses),
-        "decoding": decoding.describe(),
-        "bleu": {f"bleu{n}": round(s, 6) for n, s in enumerate(scores, start=1)},
-        "bleu_x100": [round(100 * s, 2) for s in scores],
-        "cider_d": round(scored["cider_d"], 6),
-        "seconds": round(time.time() - started, 2),
-        "samples": rows[:SAMPLES_KEPT],
-    }
+    result = {"split": split, "images": len(hypotheses), "decoding": decoding.describe(),
+              "seconds": round(time.time() - started, 2), "samples": rows[:SAMPLES_KEPT]}
+    if scored["bleu"] is None:
+        result.update(bleu=None, bleu_x100=None, cider_d=None,
+                      not_scored=f"none of the {len(rows)} {split} images has reference captions")
+        log.warning("%s not scored: %s", split, result["not_scored"])
+        return result, rows
+    result.update(bleu={f"bleu{n}": round(s, 6) for n, s in enumerate(scored["bleu"], start=1)},
+                  bleu_x100=[round(100 * s, 2) for s in scored["bleu"]], cider_d=round(scored["cider_d"], 6))
     log.info("%s BLEU-1..4 x100 on %d images (%s): %s, CIDEr-D x100 %.1f", split, len(hypotheses),
              result["decoding"], " / ".join(f"{b:.1f}" for b in result["bleu_x100"]), 100 * scored["cider_d"])
     return result, rows

@@ -251,6 +251,6 @@ def _summary(folder: JobFolder, plan: _Plan, train_cfg, history: dict, scst_hist
         "self_critical_epochs_run": max(0, len(scst_history) - 1),
         "self_critical_best_epoch": scst_best and scst_best["epoch"], "select_metric": train_cfg.select_metric,
         "bleu": result and result["bleu"], "cider_d": result and result["cider_d"],
-        "eval_split": eval_split if result else None,
+        "eval_split": eval_split if result else None, "not_scored": result and result.get("not_scored"),
         "seconds": round(time.time() - started, 1),
     }
