@@ -22,7 +22,7 @@ WORD_COUNTS_FILE = "word_counts.txt"      # every train word's count, so an incr
 DEAD_LETTER_PREFIX = "dead_letter"        # dead_letter-SSSSS-of-NNNNN.jsonl; also in a caption output folder
 FEATURES_ENCODER_DIR = "encoder"         # extract.float_encoder: the float .keras rebuild of a .tflite encoder
 FEATURES_FILES = (MANIFEST_FILE, VOCABULARY_FILE, WORD_COUNTS_FILE, f"{DEAD_LETTER_PREFIX}*.jsonl",
-                  "*/records-*.tfrecord", f"{FEATURES_ENCODER_DIR}/*.keras")  # what an extraction writes
+                  "*/records-*.tfrecord", f"{FEATURES_ENCODER_DIR}/*.keras")  # names an extraction's files have
 
 
 def shard_prefix(split: str) -> str:
@@ -51,4 +51,4 @@ BLEU_JSON = "bleu.json"                  # written last: scores, counts and the 
 REPORT_HTML = "report.html"
 CAPTION_FILES = (BLEU_JSON, METRICS_JSON, REPORT_HTML, f"{CAPTIONS_PREFIX}-*", f"{COCO_RESULTS_PREFIX}-*",
                  f"{DEAD_LETTER_PREFIX}*.jsonl",
-                 "captions.jsonl", "captions.csv")  # what a caption job writes (and wrote before it sharded)
+                 "captions.jsonl", "captions.csv")  # names a caption job's files have (and had before it sharded)

@@ -78,6 +78,17 @@ def shard_files(manifest: Mapping, folder: str, split: str) -> List[str]:
             for path in listed]
 
 
+def listed_files(manifest: Mapping, folder: str) -> List[str]:
+    """Every file a finished extraction's manifest names as its own (full paths; shards an incremental run took
+    from an earlier folder lie outside `folder`): what --overwrite may delete."""
+    named = [path for split in schema.SPLITS for path in shard_files(manifest, folder, split)]
+    named += [storage.join(folder, *name.split("/")) for name in manifest.get("dead_letter_files", [])]
+    vocabulary = manifest.get("vocabulary", {})
+    named += [storage.join(folder, vocabulary[key]) for key in ("file", "counts_file") if key in vocabulary]
+    encoder = str(manifest.get("encoder", {}).get("source", ""))
+    return named + ([encoder] if encoder.endswith(".keras") else [])
+
+
 def write(folder: str, manifest: Mapping) -> str:
     path = storage.join(folder, MANIFEST_FILE)
     storage.write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -5,16 +5,19 @@ marker file (manifest.json, bleu.json), written last, which lists every file of
 the run; readers read those files and nothing else. So a folder is either
 finished (its marker names one run's files) or unfinished (no marker: readers
 refuse it), never a mix. Before a run, `prepare` refuses a finished folder
-unless `--overwrite` is given, then removes the marker first and the stage's
-own earlier files (never anything else in the folder), so new shards cannot sit
-beside old ones. Incremental runs (`--skip_existing`) write a new folder whose
-marker lists the earlier folder's files too, so they build on this.
+unless `--overwrite` is given, then removes the marker first and the files it
+lists, and nothing else: a file that only looks like the stage's (a user's
+`captions-00000-of-00005.jsonl`, a shard an interrupted run left) is never
+deleted, only reported, since no marker says it is the project's. Incremental
+runs (`--skip_existing`) write a new folder whose marker lists the earlier
+folder's files too; those lie outside the folder and are never touched.
 """
 from __future__ import annotations
 
+import json
 import logging
 import uuid
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -35,18 +38,27 @@ def check_writable(folder: str, flag: str = "--output") -> None:
                           "and its permissions") from None
 
 
-def prepare(folder: str, marker: str, own_files: Sequence[str], overwrite: bool, what: str,
-            flag: str = "--output") -> None:
-    """Makes `folder` ready for a new run: refuses a finished run unless `overwrite`, removes earlier files."""
+def prepare(folder: str, marker: str, listed_files: Callable[[dict, str], Iterable[str]],
+            own_names: Sequence[str], overwrite: bool, what: str, flag: str = "--output") -> None:
+    """Makes `folder` ready for a new run: refuses a finished run unless `overwrite`, then removes its marker and
+    the files `listed_files(marker content, folder)` names inside `folder`; files named like `own_names` that no
+    marker lists are left alone and reported."""
     marker_path = storage.join(folder, marker)
     if storage.exists(marker_path):
         if not overwrite:
             raise OutputError(f"{flag} {folder} already holds a finished {what} ({marker}); choose a new {flag}, "
                               "or pass --overwrite to replace it")
+        listed = json.loads(storage.read_text(marker_path))
         FileSystems.delete([marker_path])  # first: from here on readers see an unfinished folder, not a mix
-        log.info("--overwrite: replacing the %s in %s", what, folder)
-    earlier = sorted({path for pattern in own_files for path in storage.match(storage.join(folder, pattern))})
-    if earlier:
-        log.info("removing %d files of an earlier %s in %s", len(earlier), what, folder)
-        FileSystems.delete(earlier)
+        inside = folder.rstrip("/") + "/"
+        earlier = sorted({path for path in listed_files(listed, folder)
+                          if path.startswith(inside) and storage.exists(path)})
+        log.info("--overwrite: replacing the %s in %s (%d files it listed)", what, folder, len(earlier))
+        if earlier:
+            FileSystems.delete(earlier)
+    strays = sorted({path for pattern in own_names for path in storage.match(storage.join(folder, pattern))})
+    if strays:
+        log.warning("%s holds %d files named like a %s's (e.g. %s) that no finished run lists; they are left "
+                    "alone (readers read only what the marker lists), remove them yourself before globbing the "
+                    "folder", folder, len(strays), what, strays[0])
     check_writable(folder, flag)

@@ -120,7 +120,8 @@ def settings_from(args) -> graph.CaptionSettings:
         image_list=args.image_list, retry_dead_letters=args.retry_dead_letters, features=args.features,
         features_manifest=features_manifest, split=args.split, references=args.references, include=args.include,
         key_scheme=_key_scheme(args), skip_existing=list(args.skip_existing), threads=args.threads)
-    output_folder.prepare(args.output, BLEU_JSON, CAPTION_FILES, args.overwrite, "caption output")
+    output_folder.prepare(args.output, BLEU_JSON, outputs.listed_files, CAPTION_FILES, args.overwrite,
+                          "caption output")
     return settings
 
 

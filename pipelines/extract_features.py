@@ -130,7 +130,8 @@ def settings_from(args) -> graph.ExtractSettings:
         captions=args.captions, splits=args.splits, key_scheme=_key_scheme(args), skip_existing=args.skip_existing,
         previous_manifest=_previous(args, encoder, config.text.cleaning), encoder_threads=args.encoder_threads,
         cleaning=config.text.cleaning)
-    output_folder.prepare(args.output, MANIFEST_FILE, FEATURES_FILES, args.overwrite, "extraction")
+    output_folder.prepare(args.output, MANIFEST_FILE, manifest.listed_files, FEATURES_FILES, args.overwrite,
+                          "extraction")
     if float_model:  # the features folder holds the encoder it was made with, where workers and the trainer read it
         target = storage.join(args.output, FEATURES_ENCODER_DIR, os.path.basename(float_model))
         storage.write_bytes(target, storage.read_bytes(float_model))

@@ -259,3 +259,28 @@ def test_real_input_that_gives_nothing_is_not_a_success(demo, capsys, tmp_path):
                                             str(tmp_path / "none_new")]) == 0
     assert "warning: nothing new to caption: all 12 images are already in the --skip_existing outputs" in \
         capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_overwrite_deletes_only_what_the_finished_run_listed(demo, capsys, tmp_path):
+    """A user's file that happens to be named like an output shard survives a run and an --overwrite."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "captions-00000-of-00005.jsonl"
+    mine.write_text("my own file\n")
+    args = ["--model", LEGACY_EXPORT, "--images", str(demo / "data" / "images" / "*"), "--output", str(out),
+            "--runner=FnApiRunner"]
+    assert cli.run(caption_and_score.main, args) == 0
+    with open(out / "bleu.json") as handle:
+        first = [out / name for name in json.load(handle)["files"]["captions_jsonl"]]
+    assert mine.read_text() == "my own file\n" and all(path.exists() for path in first)
+    # another shard count: the first run's shards, which its bleu.json listed, go; the user's file stays
+    assert cli.run(caption_and_score.main, [*args, "--overwrite", "--set", "caption.num_shards=2"]) == 0
+    assert mine.read_text() == "my own file\n" and not any(path.exists() for path in first if "-of-00002" not in
+                                                            path.name)
+    features = tmp_path / "features"
+    stray = features / "train" / "records-00000-of-00009.tfrecord"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"someone else's")
+    assert cli.run(extract_features.main, _extract(demo)[:2] + ["--output", str(features), "--runner=FnApiRunner"]) == 0
+    assert stray.read_bytes() == b"someone else's"

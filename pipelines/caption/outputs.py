@@ -83,6 +83,14 @@ def caption_files(output: str) -> List[str]:
             for name in summary["files"]["captions_jsonl"]]
 
 
+def listed_files(summary: Dict, folder: str) -> List[str]:
+    """Every file a finished caption output's bleu.json names (full paths): what --overwrite may delete."""
+    if "files" not in summary:  # an output written before the outputs were sharded
+        return [storage.join(folder, name) for name in ("captions.jsonl", "captions.csv", REPORT_HTML, METRICS_JSON)]
+    names = [name for names in summary["files"].values() for name in names] + [summary.get("gallery", REPORT_HTML)]
+    return [name if storage.is_remote(name) or name.startswith("/") else storage.join(folder, name) for name in names]
+
+
 def identity_of(bundle: Dict) -> Dict:
     """What the report says about the model: decoder and encoder identity."""
     return {"decoder": bundle["decoder"], "encoder": bundle["encoder"]["name"],
