@@ -86,6 +86,17 @@ def read_info(export_dir: str) -> dict:
     return info
 
 
+def check_files(folder: str, info: Mapping, shown: str = "") -> None:
+    """Every file bundle.json has a sha256 of (bundles exported before they were kept have none) must match it: an
+    export interrupted halfway, or a damaged or replaced model file, is refused before it is loaded."""
+    for name, sha in info.get("checksums", {}).items():
+        path = storage.join(folder, *name.split("/"))
+        if not storage.exists(path) or storage.file_sha256(path) != sha:
+            raise BundleError(f"{shown or folder}: {name} is missing or does not match bundle.json (the export is "
+                              "incomplete, damaged, or mixes two exports); re-run the trainer with the same "
+                              "--job_dir to export again")
+
+
 class Captioner:
     """A loaded bundle: captions stored features, or images through the bundle's encoder."""
 
@@ -118,10 +129,7 @@ class Captioner:
             if not os.path.exists(os.path.join(local, name)):
                 raise BundleError(f"{export_dir} holds no {name}: the export is incomplete; re-run the trainer "
                                   "with the same --job_dir to export again")
-        for name, sha in info.get("checksums", {}).items():  # absent in bundles exported before they were kept
-            if storage.file_sha256(os.path.join(local, *name.split("/"))) != sha:
-                raise BundleError(f"{export_dir}: {name} does not match bundle.json (the export is incomplete, or "
-                                  "mixes two exports); re-run the trainer with the same --job_dir to export again")
+        check_files(local, info, export_dir)
         words = [w for w, _ in text.parse_vocabulary(storage.read_text(os.path.join(local, BUNDLE_VOCABULARY_FILE)))]
         tokens = text.decoder_tokens(words)
         model = keras.saving.load_model(os.path.join(local, MODEL_FILE), safe_mode=True, compile=False)

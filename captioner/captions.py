@@ -10,8 +10,10 @@ before any work starts, and a malformed line later on is refused with its text.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import json
 from typing import Dict, List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
@@ -31,24 +33,41 @@ class CaptionFileError(InputError, ValueError):
 def file_format(path: str) -> str:
     """The format of a caption file, from its first bytes: a JSON one (annotations.FORMATS) or a text one."""
     with FileSystems.open(storage.first_match(path)) as handle:
-        head = handle.read(annotations.HEAD_BYTES).decode("utf-8", errors="replace")
+        raw = handle.read(annotations.HEAD_BYTES)
+    try:  # an incremental decode: a character cut at the end of the head is not an error
+        codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+    except UnicodeDecodeError as error:
+        raise CaptionFileError(f"{path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start} "
+                               "cannot start a UTF-8 character): save it as UTF-8") from None
+    head = raw.decode("utf-8", errors="replace")
     fmt = annotations.detect(head)
     if fmt:
+        _check_json(path)
         return fmt
     if sources.strip_bom(head).lstrip().startswith("{"):
         raise CaptionFileError(f"{path} is JSON but names no 'images' in its first {annotations.HEAD_BYTES} bytes: "
                                "a caption file in JSON is a COCO caption annotation file or a Karpathy split file "
                                "(a JSONL listing of images goes to --image_list)")
-    return detect_format(head.splitlines()[0] if head.strip() else "", path)
+    lines = [line for line in head.splitlines() if sources.strip_bom(line).strip()]  # blank lines are fine
+    return detect_format(lines[0] if lines else "", path)
+
+
+def _check_json(path: str) -> None:
+    """A COCO or Karpathy file must be one whole JSON document: checked before any work (a worker reads it again)."""
+    with io.TextIOWrapper(FileSystems.open(storage.first_match(path)), encoding="utf-8-sig") as handle:
+        try:
+            json.load(handle)
+        except ValueError as error:
+            raise CaptionFileError(f"{path} is not one JSON document ({error}); a COCO or Karpathy caption file is "
+                                   "a single JSON object, check that it was copied whole") from None
 
 
 def detect_format(first_line: str, path: str) -> str:
     """Tells the token file (`<image>#<n><TAB><caption>`) from a CSV with an `image,caption` header."""
     first_line = sources.strip_bom(first_line)
     if not first_line.strip():
-        raise CaptionFileError(f"{path} is empty or starts with a blank line; a caption file starts with its first "
-                               "'<image>#<n><TAB><caption>' line or an 'image,caption' CSV header, or is a COCO "
-                               "or Karpathy JSON file")
+        raise CaptionFileError(f"{path} is empty; a caption file holds '<image>#<n><TAB><caption>' lines or an "
+                               "'image,caption' CSV header and rows, or is a COCO or Karpathy JSON file")
     header = [cell.strip().lower() for cell in next(csv.reader([first_line]), [])]
     if header[:2] == ["image", "caption"]:
         return CSV_FORMAT
@@ -105,7 +124,7 @@ def key_scheme(path: str) -> str:
     COCO and Karpathy files key by file name)."""
     if file_format(path) in annotations.FORMATS:
         return sources.BY_NAME
-    lines = first_lines(path, 3)
+    lines = [line for line in first_lines(path, 8) if sources.strip_bom(line).strip()][:3]  # blank lines are fine
     fmt = detect_format(lines[0] if lines else "", path)
     keys = [parsed[0] for parsed in (parse_line(line, fmt) for line in lines) if parsed]
     return sources.key_scheme(keys[0]) if keys else sources.BY_NAME

@@ -72,7 +72,20 @@ def parse_with_beam_options(parser: argparse.ArgumentParser,
         hint = _suggestion(flag, _flag_names(parser) + _flag_names(beam))
         raise UsageError(f"unknown flag {flag}{hint}; `{parser.prog} --help` lists the flags, and Beam's pipeline "
                          "options (--runner, --project, ...) are accepted as well")
+    _check_runner(beam.parse_known_args(rest)[0].runner)
     return args, rest
+
+
+def _check_runner(runner: Optional[str]) -> None:
+    """A --runner Beam knows (its short names, any case, with or without 'Runner'), or a dotted class path."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    known = [path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS]
+    lowered = {name.lower() for name in known}
+    if not runner or "." in runner or runner.lower() in lowered or runner.lower() + "runner" in lowered:
+        return
+    close = difflib.get_close_matches(runner, known, n=1, cutoff=0.6)
+    raise UsageError(f"--runner {runner} is not a Beam runner{f'; did you mean {close[0]}?' if close else ''} "
+                     "(DirectRunner or FnApiRunner locally, DataflowRunner on Google Cloud)")
 
 
 def run(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence[str]] = None) -> int:

@@ -23,7 +23,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import storage as gcs
 
-from captioner.errors import InputError, StorageUnreachable
+from captioner.errors import InputError, OutputError, StorageUnreachable
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 GCS_ENDPOINT = "https://storage.googleapis.com"
@@ -71,6 +71,12 @@ def read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8")
 
 
+def check_folder(path: str, flag: str) -> None:
+    """Refuses a local `flag` PATH that exists as something other than a folder (a file where a folder goes)."""
+    if not is_remote(path) and os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"{flag} {path} is a file, not a folder; give a folder path (it is created if missing)")
+
+
 def write_bytes(path: str, data: bytes) -> None:
     """Writes a whole file, creating local parent folders as needed."""
     if not is_remote(path):
@@ -108,9 +114,9 @@ def list_folder(folder: str) -> List[str]:
 
 
 def file_sha256(path: str) -> str:
-    """sha256 of a local file, read in chunks."""
+    """sha256 of a file, local or gs://, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with FileSystems.open(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()

@@ -97,6 +97,7 @@ def settings_from(args) -> graph.CaptionSettings:
              if getattr(args, name) is not None}
     config = configs.load(args.config, args.overrides).with_values("the decoding flags", caption=flags)
     info = bundle.read_info(args.model)
+    bundle.check_files(args.model, info)
     features_manifest = None
     if args.features:
         features_manifest = manifest.read(args.features)

@@ -59,6 +59,7 @@ def _extract(demo, *flags):
     (["--captions", "missing.txt"], 1, ["missing.txt"]),
     (["--splits", "/"], 1, ["Flickr_8k.trainImages.txt"]),
     (["--encoder_threads", "0"], 2, ["--encoder_threads 0"]),
+    (["--runner", "DirectRuner"], 2, ["--runner DirectRuner", "did you mean DirectRunner?"]),
 ])
 def test_extraction_mistakes(demo, capsys, flags, code, named):
     _fails(extract_features.main, _extract(demo, *flags), capsys, code, *named)
@@ -80,6 +81,12 @@ def test_extraction_input_files_and_outputs(demo, capsys, tmp_path):
     _fails(extract_features.main, ["--images", str(demo / "data" / "images" / "*"), "--output",
                                    str(tmp_path / "a_file" / "out")], capsys, 1, "a_file/out", "not writable")
     _fails(extract_features.main, _extract(demo, "--skip_existing", str(demo / "out")), capsys, 2, "same folder")
+    (tmp_path / "latin1.txt").write_bytes("x.jpg#0\tun caf\xe9\n".encode("latin-1"))
+    _fails(extract_features.main, _extract(demo, "--captions", str(tmp_path / "latin1.txt")), capsys, 1,
+           "latin1.txt is not UTF-8 text", "save it as UTF-8")
+    (tmp_path / "cut.json").write_text('{"images": [{"id": 1, "file_name": "a.jpg"}')
+    _fails(extract_features.main, _extract(demo, "--captions", str(tmp_path / "cut.json")), capsys, 1,
+           "cut.json is not one JSON document", "copied whole")
     listing = tmp_path / "with_captions.csv"
     listing.write_text("path,caption\na.jpg,a dog\n")
     _fails(extract_features.main, ["--image_list", str(listing), "--captions", str(demo / "data" / "captions.txt"),
@@ -162,8 +169,27 @@ def test_a_bucket_that_does_not_exist_is_named(gcs_emulator, capsys, tmp_path):
                                    str(tmp_path / "o")], capsys, 1, "gs://no-such-bucket-here", "does not exist")
 
 
+def test_imagenet_weights_without_network_say_how_to_pass_a_file(demo, capsys, monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -2] Name or service not known")
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline)
+    _fails(extract_features.main, _extract(demo, "--encoder", "mobilenet_v2", "--weights", "imagenet"), capsys, 1,
+           "could not download the ImageNet weights of 'mobilenet_v2'", "--weights PATH.h5")
+
+
 def test_other_entry_points(capsys, tmp_path):
     _fails(demo_data.main, [str(tmp_path / "d"), "--num_images", "0"], capsys, 2, "--num_images 0")
+    (tmp_path / "a_file").write_text("")
+    _fails(task.main, ["--features", str(tmp_path), "--job_dir", str(tmp_path / "a_file")], capsys, 1,
+           "--job_dir", "is a file, not a folder")
+    from trainer import local_cluster
+    _fails(local_cluster.main, ["--features", "f", "--", "--job_dir", "j"], capsys, 2, "--features",
+           "the trainer's flags go after --")
+    _fails(local_cluster.main, ["--log_dir", str(tmp_path / "a_file"), "--", "--features", "f"], capsys, 1,
+           "--log_dir", "is a file, not a folder")
     assert config_cli.main(["--set", "caption.beam=3"]) == 2
     assert "did you mean caption.beam_size?" in capsys.readouterr().err
 

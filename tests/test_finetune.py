@@ -152,3 +152,19 @@ def test_two_workers_fine_tune_the_encoder_and_only_the_chief_exports_it(kept, t
     with open(os.path.join(job_dir, "export", BUNDLE_FILE)) as handle:
         assert "finetuned_from" in json.load(handle)["encoder"]
     assert os.path.exists(os.path.join(job_dir, "export", "encoder", FINE_TUNED_ENCODER_FILE))
+
+
+def test_a_damaged_bundle_file_is_refused_before_the_job(tuned, tmp_path):
+    import shutil
+    from captioner.bundle import BundleError
+    for damaged in ("decoder.keras", f"encoder/{FINE_TUNED_ENCODER_FILE}"):
+        export = tmp_path / damaged.replace("/", "_")
+        shutil.copytree(tuned.export_dir, export)
+        with open(export / damaged, "r+b") as handle:  # one byte flipped in the middle
+            handle.seek(500)
+            byte = handle.read(1)
+            handle.seek(500)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        with pytest.raises(BundleError, match=f"{damaged} is missing or does not match bundle.json"):
+            caption_and_score.run(["--config", "local", "--model", str(export), "--images",
+                                   str(tmp_path / "none" / "*.png"), "--output", str(tmp_path / "out")])

@@ -9,7 +9,6 @@ the others are stopped (they would wait for it in their next all-reduce) and its
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -17,6 +16,9 @@ import subprocess
 import sys
 import time
 from typing import List, Optional, Sequence
+
+from captioner import cli, storage
+from captioner.errors import TrainingFailed, UsageError
 
 
 def free_ports(count: int) -> List[int]:
@@ -75,8 +77,8 @@ def wait(processes: Sequence[subprocess.Popen], poll_seconds: float = 0.5) -> in
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.local_cluster", description=__doc__.splitlines()[0],
-                                     epilog="Everything after -- goes to python -m trainer.task.")
+    parser = cli.ArgumentParser(prog="python -m trainer.local_cluster", description=__doc__.splitlines()[0],
+                                epilog="Everything after -- goes to python -m trainer.task.")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow threads per worker (intra- and inter-op); 0 = TensorFlow's default")
@@ -84,13 +86,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                         "(default: this terminal)")
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    args = parser.parse_args(argv[:split])
+    args, unknown = parser.parse_known_args(argv[:split])
+    if unknown:
+        raise UsageError(f"{unknown[0]} is not a flag of trainer.local_cluster: the trainer's flags go after --, "
+                         "e.g. python -m trainer.local_cluster --workers 2 -- --features F --job_dir J")
     if args.workers < 1:
-        parser.error("--workers must be at least 1")
+        raise UsageError(f"--workers {args.workers}: a cluster needs at least 1 worker")
     if args.log_dir:
+        storage.check_folder(args.log_dir, "--log_dir")
         os.makedirs(args.log_dir, exist_ok=True)
-    return wait(start(argv[split + 1:], args.workers, args.threads, args.log_dir))
+    processes = start(argv[split + 1:], args.workers, args.threads, args.log_dir)
+    code = wait(processes)
+    if code and args.log_dir:  # the cause is in the failed worker's log: say it here, where the user looks
+        failed = next(index for index, process in enumerate(processes) if process.returncode not in (0, None))
+        path = os.path.join(args.log_dir, f"worker-{failed}.log")
+        with open(path, errors="replace") as handle:
+            said = [line.strip()[len("error: "):] for line in handle if line.startswith("error: ")]
+        raise TrainingFailed(f"worker {failed} of {args.workers} failed (exit {code}): "
+                             f"{said[-1] if said else 'see its log'}; its output is in {path}")
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

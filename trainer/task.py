@@ -91,6 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = config_lib.load(args.config, args.overrides)
     devices = parse_devices(args.devices)
     storage.check_reachable([args.features, args.job_dir, args.config])
+    storage.check_folder(args.job_dir, "--job_dir")
     from trainer import job  # imported late: TensorFlow is not needed for --help
 
     result = job.run(config, args.features, args.job_dir, devices=devices, eval_split=args.eval_split,

@@ -61,11 +61,17 @@ APPS = {
 def _build_base(name: str, app: KerasApp, weights: str) -> Tuple[keras.Model, Optional[str]]:
     """The keras.applications model with `weights` ("imagenet", "none" or a file) and the file's sha256."""
     shape = (*app.input_size, 3)
-    if weights in ("imagenet", "none"):
-        if weights == "none":
-            keras.utils.set_random_seed(0)  # the same random weights on every load (reseeds globally)
-        return app.constructor(weights=None if weights == "none" else "imagenet",
-                               include_top=app.include_top, input_shape=shape), None
+    if weights == "none":
+        keras.utils.set_random_seed(0)  # the same random weights on every load (reseeds globally)
+        return app.constructor(weights=None, include_top=app.include_top, input_shape=shape), None
+    if weights == "imagenet":
+        try:
+            return app.constructor(weights="imagenet", include_top=app.include_top, input_shape=shape), None
+        except Exception as error:  # noqa: BLE001 - Keras's download raises a bare Exception for network errors
+            raise EncoderError(f"could not download the ImageNet weights of {name!r} ({str(error).splitlines()[0]}): "
+                               "without network access pass a weights file (--weights PATH.h5, local or gs://), or "
+                               "use a .keras or .tflite encoder file (python -m captioner.encoders.from_tflite "
+                               "rebuilds the shipped MobileNets)") from error
     if not storage.exists(weights):
         raise EncoderError(f"weights {weights!r} for encoder {name!r} are neither 'imagenet', 'none' "
                          "nor an existing weights file (local path or gs://)")
