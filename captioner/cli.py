@@ -67,7 +67,9 @@ def parse_with_beam_options(parser: argparse.ArgumentParser,
         first = unknown[0]
         flag = first.split("=", 1)[0]
         if not flag.startswith("-"):
-            raise UsageError(f"unexpected argument {first!r}: every input is given by a flag; "
+            expanded = ("; it names a file: did the shell expand an unquoted pattern? Quote it, e.g. --images "
+                        "'photos/*.jpg'") if os.path.exists(first) else ""
+            raise UsageError(f"unexpected argument {first!r}: every input is given by a flag{expanded}; "
                              f"`{parser.prog} --help` lists them")
         hint = _suggestion(flag, _flag_names(parser) + _flag_names(beam))
         raise UsageError(f"unknown flag {flag}{hint}; `{parser.prog} --help` lists the flags, and Beam's pipeline "

@@ -102,9 +102,19 @@ def first_match(pattern: str) -> str:
                          f"'{join(pattern, '*')}' (or '{join(pattern, '**')}' for every sub-folder too)")
     found = FileSystems.match([pattern], limits=[1])[0].metadata_list
     if not found:
-        raise InputError(f"{pattern} matches no file; check the path and the glob ('*' within a folder, '**' "
-                         "across folders)")
+        raise InputError(f"{pattern} matches no file; {_no_match_hint(pattern)}")
     return found[0].path
+
+
+def _no_match_hint(pattern: str) -> str:
+    """What most likely went wrong with a pattern that matches nothing."""
+    if pattern.startswith("~"):
+        return (f"'~' is not expanded inside quotes: write it as {os.path.expanduser(pattern.split('/')[0])}/... "
+                "or leave the '~' outside the quotes (~/'photos/*.jpg')")
+    if "[" in pattern or "]" in pattern:
+        return ("'[' and ']' are glob characters (a set of characters): in a folder or file name write them as "
+                "'[[]' and '[]]', e.g. 'data[[]1[]]/*.jpg' for data[1]/*.jpg")
+    return "check the path and the glob ('*' within a folder, '**' across folders)"
 
 
 def list_folder(folder: str) -> List[str]:

@@ -69,6 +69,13 @@ def test_extraction_input_files_and_outputs(demo, capsys, tmp_path):
     _fails(extract_features.main, ["--images", str(tmp_path / "none" / "*.jpg"), "--output", str(tmp_path / "o")],
            capsys, 1, "none/*.jpg", "matches no file")
     _fails(extract_features.main, ["--output", str(tmp_path / "o")], capsys, 2, "--images")
+    shown = sorted(str(path) for path in (demo / "data" / "images").iterdir())[:3]  # what an unquoted glob gives
+    _fails(extract_features.main, ["--images", *shown, "--output", str(tmp_path / "o")], capsys, 2,
+           "did the shell expand an unquoted pattern? Quote it")
+    _fails(extract_features.main, ["--images", str(tmp_path / "data[1]" / "*.jpg"), "--output", str(tmp_path / "o")],
+           capsys, 1, "'[' and ']' are glob characters", "'[[]'")
+    _fails(extract_features.main, ["--images", "~/no-such-photos/*.jpg", "--output", str(tmp_path / "o")],
+           capsys, 1, "'~' is not expanded inside quotes", os.path.expanduser("~"))
     _fails(extract_features.main, ["--images", str(demo / "data" / "images"), "--output", str(tmp_path / "o")],
            capsys, 1, "is a folder", "images/*")
     _fails(extract_features.main, _extract(demo, "--splits", str(demo / "data" / "Flickr_8k.testImages.txt")),
