@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from captioner import encoders
+from captioner.errors import UsageError
 from tests.conftest import flickr_photos
 
 
@@ -192,7 +193,7 @@ def test_thumbnail_is_8x8_block_means_of_colour_and_edges():
 
 
 def test_bad_inputs_raise_helpful_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"(?s)unknown encoder 'resnet9000'.*vgg16.*\.tflite.*thumbnail"):
+    with pytest.raises(UsageError, match=r"(?s)unknown encoder 'resnet9000'.*vgg16.*\.tflite.*thumbnail"):
         encoders.load_encoder("resnet9000")
     missing = str(tmp_path / "nowhere.tflite")
     with pytest.raises(ValueError, match=r"nowhere\.tflite' does not exist"):

@@ -55,7 +55,7 @@ def _extract(demo, *flags):
     (["--set", "train.epoch=3"], 2, ["train.epoch", "did you mean train.epochs?"]),
     (["--set", "extract.batch_size=0"], 2, ["extract.batch_size=0", "an integer >= 1"]),
     (["--config", "nowhere.yaml"], 2, ["nowhere.yaml", "shipped config"]),
-    (["--encoder", "resnet9000"], 1, ["resnet9000", "unknown encoder"]),
+    (["--encoder", "resnet9000"], 2, ["resnet9000", "unknown encoder"]),
     (["--captions", "missing.txt"], 1, ["missing.txt"]),
     (["--splits", "/"], 1, ["Flickr_8k.trainImages.txt"]),
     (["--encoder_threads", "0"], 2, ["--encoder_threads 0"]),

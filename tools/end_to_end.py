@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 from captioner import config as configs
 from captioner import cli, demo_data, storage
-from captioner.errors import InputError
+from captioner.errors import InputError, UsageError
 from captioner.layout import BLEU_JSON, EXPORT_DIR, METRICS_JSON, REPORT_HTML, SPLIT_FILES
 from captioner.metrics import report
 
@@ -74,6 +74,12 @@ def run(argv: Optional[List[str]] = None) -> Dict:
     args, beam_args = parse_args(argv)
     workdir = args.workdir or os.path.join("runs", "demo" if args.demo else "flickr8k")
     data = args.data
+    if args.demo and args.demo_images < 1:
+        raise UsageError(f"--demo_images {args.demo_images}: the demo needs at least 1 scene (default "
+                         f"{DEMO_IMAGES})")
+    if data and not (storage.is_remote(data) or os.path.isdir(data)):
+        raise InputError(f"--data {data} is not a folder; point it at a Flickr8k-style folder (images/, a caption "
+                         "file, Flickr_8k.*Images.txt), e.g. ../shared/data/flickr8k")
     if args.demo:
         data = os.path.join(workdir, "data")
         if not os.path.exists(os.path.join(data, demo_data.CAPTIONS_FILE)):

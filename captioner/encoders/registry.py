@@ -12,6 +12,7 @@ from typing import Optional
 
 from captioner.encoders import keras_file, thumbnail
 from captioner.encoders.base import Encoder, EncoderError
+from captioner.errors import UsageError
 from captioner.encoders.keras_apps import APPS, KerasEncoder
 from captioner.encoders.tflite import TFLiteEncoder
 from captioner.threads import limit_tensorflow_threads
@@ -50,7 +51,7 @@ def load_encoder(name_or_path: str, weights: str = "none", spatial: bool = False
             limit_tensorflow_threads(num_threads)
         encoder = KerasEncoder(name, weights=weights, spatial=spatial)
     else:
-        raise EncoderError(f"unknown encoder {name!r}; accepted are a registry name or a path ending in "
+        raise UsageError(f"unknown encoder {name!r}; accepted are a registry name or a path ending in "
                            f".tflite or .keras:\n{describe_encoders()}")
     encoder._num_threads = num_threads
     encoder._reload = encoder_from_identity
