@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from captioner import bundle, captions, cli, manifest, output_folder, schema, sources, storage
 from captioner import config as configs
+from captioner.decoder.decoding import Decoding
 from captioner.errors import InputError, UsageError
 from captioner.layout import BLEU_JSON, CAPTION_FILES, METRICS_JSON, REPORT_HTML
 from captioner.metrics import report
@@ -98,6 +99,10 @@ def settings_from(args) -> graph.CaptionSettings:
     config = configs.load(args.config, args.overrides).with_values("the decoding flags", caption=flags)
     info = bundle.read_info(args.model)
     bundle.check_files(args.model, info)
+    trained = info.get("config", {}).get("train", {})
+    Decoding.from_config(config.caption).check_fits(
+        config.caption.batch_size, info["vocabulary"]["size"], trained.get("units", 256),
+        trained.get("transformer_layers", 0) if info["decoder"] == "transformer" else 0)
     features_manifest = None
     if args.features:
         features_manifest = manifest.read(args.features)

@@ -125,6 +125,8 @@ def test_caption_job_mistakes(demo, capsys, tmp_path):
         (["--model", LEGACY_EXPORT, *images, "--skip_existing", str(tmp_path)], 1, [str(tmp_path), "bleu.json"]),
         (["--model", LEGACY_EXPORT, "--images", str(tmp_path / "*.png")], 1, ["*.png", "matches no file"]),
         (["--model", LEGACY_EXPORT, *images, "--split", "dev"], 2, ["--split dev goes with --features"]),
+        (["--model", LEGACY_EXPORT, *images, "--beam_size", "100000", "--batch_size", "512"], 2,
+         ["caption.beam_size=100000", "GiB per decoding batch", "lower --beam_size or --batch_size"]),
         (["--model", LEGACY_EXPORT, *images, "--length_penalty", "nan"], 2, ["caption.length_penalty=nan",
                                                                             "a finite number"]),
         (["--model", LEGACY_EXPORT, "--image_list", str(empty)], 1, ["--image_list", "is empty"]),

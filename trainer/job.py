@@ -147,6 +147,9 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
         model = GroupedDecoder(decoder)
         training.compile_model(model, train_cfg, plan.steps, plan.counts["train"].tokens_per_caption,
                                plan.caption_data.captions_per_row)
+    Decoding.from_config(config.caption).check_fits(
+        config.caption.batch_size, len(plan.inputs.tokens), train_cfg.units,
+        train_cfg.transformer_layers if train_cfg.decoder == "transformer" else 0)
     if policy != "float32" or train_cfg.xla:
         log.info("dtype policy %s%s", policy, ", XLA-compiled train step" if train_cfg.xla else "")
     log.info("decoder %s on %s features %s: %d trainable parameters", train_cfg.decoder, plan.inputs.feature,

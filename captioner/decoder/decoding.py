@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Mapping
+
+from captioner.errors import UsageError
+
+MEMORY_SHARE = 0.5  # a decoding batch may take at most this share of the machine's memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +45,23 @@ class Decoding:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def memory_bytes(self, batch_size: int, vocabulary: int, units: int, blocks: int) -> int:
+        """About what one decoding batch holds at its peak: every row (image x beam) carries log-probabilities,
+        candidates and their ranking over the vocabulary, and (transformer) keys and values for every step."""
+        rows = int(batch_size) * self.beam_size
+        per_row = 3 * int(vocabulary) + 2 * max(1, int(blocks)) * (self.max_length + 2) * int(units) + 8 * int(units)
+        return 4 * rows * per_row
+
+    def check_fits(self, batch_size: int, vocabulary: int, units: int, blocks: int) -> None:
+        """Refuses a beam and batch whose decoding would not fit in this machine's memory (it would swap or hang)."""
+        needed = self.memory_bytes(batch_size, vocabulary, units, blocks)
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > MEMORY_SHARE * available:
+            raise UsageError(f"caption.beam_size={self.beam_size} with caption.batch_size={batch_size} would need "
+                             f"about {needed / 2 ** 30:.1f} GiB per decoding batch (vocabulary {vocabulary}, "
+                             f"{self.max_length} words), more than half of this machine's {available / 2 ** 30:.0f} "
+                             "GiB; lower --beam_size or --batch_size")
 
     def describe(self) -> str:
         """'greedy' or 'beam 3, length penalty 0.7', with the longest caption, for logs and eval.json."""
