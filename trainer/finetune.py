@@ -15,6 +15,7 @@ self-critical training and the export, which carries the fine-tuned encoder (tra
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Callable
@@ -23,9 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner import encoders
+from captioner import encoders, schema
 from captioner.encoders import EncoderError
 from captioner.manifest import ManifestError
+from trainer import data
 from trainer.grouped import GroupedDecoder
 from trainer.job_folder import ENCODER_FINETUNING, FINETUNE_DECODER, FINETUNE_ENCODER, JobFolder
 
@@ -124,4 +126,35 @@ def encode_function(model: GroupedDecoder) -> Callable[[np.ndarray], np.ndarray]
     """uint8 images [B, h, w, 3] -> float32 features the decoder reads, through the (fine-tuned) encoder."""
     encode = tf.function(lambda images: model.features_of(images, training=False), reduce_retracing=True)
     return lambda images: encode(tf.convert_to_tensor(images)).numpy()
+
+
+def features_cache(model: GroupedDecoder, caption_data, folder: str, batch_size: int):
+    """The fine-tuned encoder's features of the train and dev images, computed once into local shards (float16,
+    as the exported encoder.keras gives them), and a CaptionData over them: self-critical epochs read these
+    instead of running the frozen CNN on every image every epoch. Disk, not memory: any number of images."""
+    features, encode = caption_data.features, encode_function(model)
+    images = caption_data.for_images(False)
+    shards = {split: [] for split in features.shards}
+    for split in ("train", "dev"):
+        if not features.files(split):
+            continue
+        path = os.path.join(folder, split, "records-00000-of-00001.tfrecord")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tf.io.TFRecordWriter(path) as writer:
+            for ids, pixels, references in images.images(split, batch_size):
+                for image_id, values, refs in zip(ids, encode(pixels).astype(np.float16), references):
+                    captions = [" ".join(words) for words in refs]
+                    pooled = values if values.ndim == 1 else values.mean(axis=(0, 1)).astype(np.float16)
+                    writer.write(schema.make_example(image_id, "", split, captions, captions, pooled,
+                                                     None if values.ndim == 1 else values))
+        shards[split] = [path]
+    info = {"shape": list(features.shape), "dtype": "float16", "scale": None, "zero_point": 0}
+    pooled_info = dict(info, shape=[features.shape[-1]])
+    manifest = dict(features.manifest, features={"pooled": pooled_info, **({"spatial": info} if features.feature ==
+                                                                             "spatial" else {})})
+    cached = dataclasses.replace(features, source=folder, folder=folder, manifest=manifest, shards=shards)
+    log.info("self-critical epochs read the fine-tuned encoder's features of the train and dev images from %s",
+             folder)
+    return data.CaptionData(cached, caption_data.max_length, caption_data.seed, caption_data.sort_window_batches,
+                            caption_data.captions_per_row)
 

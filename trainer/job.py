@@ -156,19 +156,20 @@ def _train(config: Config, features: str, folder: JobFolder, distribution, eval_
              plan.inputs.shape, architectures.parameter_count(decoder))
     history = _cross_entropy(model, plan, train_cfg, folder)
     tuned = _fine_tune_encoder(decoder, plan, train_cfg, folder) if train_cfg.finetune_encoder_epochs else None
-    scst_data = plan.caption_data.for_images(False) if tuned else plan.caption_data
     scst_history = []
     if train_cfg.self_critical_epochs:
+        scst_data = plan.caption_data if not tuned else finetune.features_cache(
+            tuned, plan.caption_data, os.path.join(work, "finetuned-features"), config.caption.batch_size)
         scst_history = self_critical.fine_tune(decoder, distribution, scst_data, config, folder,
-                                               verbose=training.verbosity(verbose) if plan.chief else 0,
-                                               encode=finetune.encode_function(tuned) if tuned else None)
+                                               verbose=training.verbosity(verbose) if plan.chief else 0)
     if not plan.chief:
         log.info("worker %d of %d: done; the chief exports the bundle and writes %s",
                  strategy.worker_index(distribution), strategy.workers(distribution), folder.job_dir)
         return JobResult(folder.job_dir, "", history, None, {}, decoder)
     export_dir = export.export(decoder, folder.path(EXPORT_DIR), config, plan.inputs, tuned and tuned.encoder)
     log.info("exported the bundle to %s%s", folder.shown(EXPORT_DIR), " with its fine-tuned encoder" if tuned else "")
-    result = _evaluate(export_dir, scst_data, eval_split, config)
+    result = _evaluate(export_dir, plan.caption_data.for_images(False) if tuned else plan.caption_data, eval_split,
+                       config)
     if result:
         evaluation.write(folder, *result)
     summary = _summary(folder, plan, train_cfg, history, scst_history, result and result[0], eval_split, started)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -110,14 +110,14 @@ class PolicyGradientStep:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
 
-def dev_scores(decoder: search.SequenceDecoder, caption_data, decoding: Decoding, batch_size: int,
-               encode: Callable[[np.ndarray], np.ndarray]) -> Dict[str, object]:
+def dev_scores(decoder: search.SequenceDecoder, caption_data, decoding: Decoding,
+               batch_size: int) -> Dict[str, object]:
     """{"dev_bleu": corpus BLEU-1..4, "dev_cider_d": CIDEr-D} on the dev split with the configured decoding."""
     references, hypotheses = [], []
     for _, arrays, refs in caption_data.images("dev", batch_size):
         arrays, refs = _with_references(arrays, refs)
         if refs:
-            ids, _ = decoder.decode(encode(arrays), decoding)
+            ids, _ = decoder.decode(schema.dequantize(arrays, caption_data.features.info), decoding)
             hypotheses += [search.ids_to_words(row, caption_data.features.tokens) for row in ids]
             references += refs
     scored = evaluation.score_captions(references, hypotheses)
@@ -138,23 +138,21 @@ def _with_references(arrays: np.ndarray, refs: List) -> Tuple[np.ndarray, List]:
 
 
 def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data, config, folder: JobFolder,
-              verbose: int = 1, encode: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> List[dict]:
+              verbose: int = 1) -> List[dict]:
     """Runs (or resumes) the configured self-critical epochs on `model`, leaving the best dev weights in it.
 
-    `model` holds the cross-entropy (or encoder fine-tuning) phase's best weights when this starts afresh.
-    `encode` turns what `caption_data.images` yields into the decoder's features: the stored features
-    dequantized (the default), or the kept images through the fine-tuned encoder. Every epoch's files are
-    mirrored to a gs:// job dir once written. Returns history.json's epochs.
+    `model` holds the cross-entropy (or encoder fine-tuning) phase's best weights when this starts afresh;
+    `caption_data` gives the features it reads (after encoder fine-tuning, finetune.features_cache's). Every
+    epoch's files are mirrored to a gs:// job dir once written. Returns history.json's epochs.
     """
     train_cfg, caption_cfg = config.train, config.caption
-    encode = encode or (lambda arrays: schema.dequantize(arrays, caption_data.features.info))
     epochs, metric = train_cfg.self_critical_epochs, train_cfg.select_metric
     decoder = search.SequenceDecoder(model, len(caption_data.features.tokens))
     decoding = Decoding.from_config(caption_cfg)
     has_dev = bool(caption_data.features.files("dev"))
 
     def score_dev() -> Dict[str, object]:
-        return dev_scores(decoder, caption_data, decoding, caption_cfg.batch_size, encode) if has_dev else {}
+        return dev_scores(decoder, caption_data, decoding, caption_cfg.batch_size) if has_dev else {}
 
     history = read_history(folder)
     if history:
@@ -172,7 +170,7 @@ def fine_tune(model: keras.Model, strategy: tf.distribute.Strategy, caption_data
     reward = _reward(train_cfg.self_critical_reward, caption_data)
     for epoch in range(history[-1]["epoch"] + 1, epochs + 1):
         started = time.time()
-        sampled = _epoch(decoder, step, reward, caption_data, encode, train_cfg, train_images, epoch, verbose)
+        sampled = _epoch(decoder, step, reward, caption_data, train_cfg, train_images, epoch, verbose)
         entry = {"epoch": epoch, **sampled, **score_dev()}
         best = best_epoch(history, metric)
         improved = score(entry, metric) is None or best is None or score(best, metric) is None or \
@@ -207,7 +205,7 @@ def _reward(kind: str, caption_data) -> rewards.Reward:
 
 
 def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, reward: rewards.Reward, caption_data,
-           encode: Callable, train_cfg, train_images: int, epoch: int, verbose: int) -> Dict[str, object]:
+           train_cfg, train_images: int, epoch: int, verbose: int) -> Dict[str, object]:
     """One pass over the train images; returns the corpus BLEU-1..4 (and mean CIDEr-D) of what it sampled."""
     tokens = caption_data.features.tokens
     samples, max_length = train_cfg.self_critical_samples, train_cfg.max_length
@@ -221,7 +219,7 @@ def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, reward: re
         if not refs:
             progress.add(progress_images)
             continue
-        values = encode(arrays)
+        values = schema.dequantize(arrays, caption_data.features.info)
         sampled, _ = decoder.sample(values, samples, max_length, seed=seed + draw)
         earned, stats, step_cider = reward(sampled, refs, tokens, samples)
         loss = step(values, sampled.reshape(len(values), samples, -1),
