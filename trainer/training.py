@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import sys
+import warnings
 from typing import Iterator, Mapping, Optional
 
 import keras
@@ -154,7 +155,9 @@ def restore_best(model: keras.Model, folder: JobFolder, phase: Phase = CROSS_ENT
     if not folder.exists(phase.best_weights):
         log.warning("no best %s checkpoint in %s: going on with the last weights", phase.name, folder.job_dir)
         return None
-    model.load_weights(folder.path(phase.best_weights))
+    with warnings.catch_warnings():  # a model not trained in this process has no optimizer state to load: none needed
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(folder.path(phase.best_weights))
     return folder.path(phase.best_weights)
 
 
