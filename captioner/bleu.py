@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 MAX_ORDER = 4
 
@@ -39,21 +39,31 @@ def closest_ref_length(references: Sequence[Tokens], hyp_len: int) -> int:
     return min((len(r) for r in references), key=lambda ref_len: (abs(ref_len - hyp_len), ref_len))
 
 
-def clipped_matches(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER) -> List[int]:
-    """Per order n=1..N: the hypothesis n-grams found in a reference, each clipped to its most frequent count
-    in any one reference (BLEU's modified precision numerator; pycocoevalcap's `correct`)."""
-    matches = []
+def reference_counts(references: Sequence[Tokens], max_order: int = MAX_ORDER) -> List[Counter]:
+    """Per order n=1..N: each n-gram's largest count in any one reference (what hypothesis counts are clipped to);
+    computed once for several hypotheses of one image (self-critical samples)."""
+    per_order = []
     for n in range(1, max_order + 1):
-        counts = _ngram_counts(hypothesis, n)
-        max_ref_counts: Counter = Counter()
+        largest: Counter = Counter()
         for reference in references:
-            max_ref_counts |= _ngram_counts(reference, n)  # element-wise max
-        matches.append(sum(min(count, max_ref_counts[gram]) for gram, count in counts.items()))
-    return matches
+            largest |= _ngram_counts(reference, n)  # element-wise max
+        per_order.append(largest)
+    return per_order
 
 
-def sentence_stats(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER) -> List[int]:
-    """Summable BLEU statistics of one sentence.
+def clipped_matches(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER,
+                    counts: Optional[List[Counter]] = None) -> List[int]:
+    """Per order n=1..N: the hypothesis n-grams found in a reference, each clipped to its most frequent count
+    in any one reference (BLEU's modified precision numerator; pycocoevalcap's `correct`). `counts`: the
+    references' `reference_counts`, when already computed."""
+    counts = counts or reference_counts(references, max_order)
+    return [sum(min(count, counts[n - 1][gram]) for gram, count in _ngram_counts(hypothesis, n).items())
+            for n in range(1, max_order + 1)]
+
+
+def sentence_stats(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER,
+                   counts: Optional[List[Counter]] = None) -> List[int]:
+    """Summable BLEU statistics of one sentence (`counts`: the references' `reference_counts`, if at hand).
 
     Layout: [clipped matches n=1..N, hypothesis n-gram counts n=1..N,
     hypothesis length, closest reference length]. The counts are nltk's
@@ -63,8 +73,8 @@ def sentence_stats(references: Sequence[Tokens], hypothesis: Tokens, max_order: 
         raise ValueError("BLEU needs at least one reference per hypothesis")
     hyp_len = len(hypothesis)
     totals = [max(1, hyp_len - n + 1) for n in range(1, max_order + 1)]
-    return clipped_matches(references, hypothesis, max_order) + totals + [hyp_len,
-                                                                          closest_ref_length(references, hyp_len)]
+    return clipped_matches(references, hypothesis, max_order, counts) + totals + [
+        hyp_len, closest_ref_length(references, hyp_len)]
 
 
 def brevity_penalty(ref_len: int, hyp_len: int) -> float:

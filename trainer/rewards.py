@@ -31,9 +31,11 @@ def caption_stats(ids: np.ndarray, references: Sequence[Sequence[Sequence[str]]]
                   per_image: int = 1) -> np.ndarray:
     """BLEU statistics [N, STATS_SIZE] of token-id captions.
 
-    Rows i*per_image .. are image i's, each scored against image i's references.
+    Rows i*per_image .. are image i's, each scored against image i's references (counted once per image).
     """
-    return np.array([bleu.sentence_stats(references[row // per_image], search.ids_to_words(row_ids, tokens))
+    counts = [bleu.reference_counts(image_refs) for image_refs in references]
+    return np.array([bleu.sentence_stats(references[row // per_image], search.ids_to_words(row_ids, tokens),
+                                         counts=counts[row // per_image])
                      for row, row_ids in enumerate(ids)], np.float64)
 
 
