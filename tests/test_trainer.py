@@ -304,3 +304,15 @@ def test_a_loss_that_becomes_nan_fails_the_job_and_exports_nothing(tmp_path):
     with pytest.raises(TrainingFailed, match="the loss became nan in epoch 1.*lower the learning rate"):
         job.run(config, features, str(tmp_path / "job"), verbose=0, eval_split="none")
     assert not os.path.exists(tmp_path / "job" / "export")
+
+
+def test_a_damaged_shard_stops_the_job_before_training_naming_it(tmp_path):
+    features = str(tmp_path / "features")
+    write_synthetic_features(features, 24, 6, 6)
+    shard = sorted((tmp_path / "features" / "train").glob("records-*.tfrecord"))[1]
+    data_bytes = bytearray(shard.read_bytes())
+    data_bytes[len(data_bytes) // 2] ^= 0xFF  # one flipped byte: the record's CRC no longer holds
+    shard.write_bytes(bytes(data_bytes))
+    with pytest.raises(manifest_lib.ManifestError, match=f"fail their TFRecord checksums.*{shard.name}"):
+        job.run(tiny_config(epochs=1), features, str(tmp_path / "job"), verbose=0, eval_split="none")
+    assert not os.path.exists(tmp_path / "job" / "history.json")

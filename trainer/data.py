@@ -146,8 +146,11 @@ class CaptionData:
                               (captions + widths - 1) // widths], axis=0)
 
         ds = self._records(split, shuffle=False).map(stats, num_parallel_calls=tf.data.AUTOTUNE)
-        total = [int(n) for n in ds.reduce(tf.zeros([3 + MAX_CAPTIONS_PER_ROW], tf.int64),
-                                           lambda acc, x: acc + x).numpy()]
+        try:  # every record of the split is read here, before any training: its CRCs catch damaged shards
+            total = [int(n) for n in ds.reduce(tf.zeros([3 + MAX_CAPTIONS_PER_ROW], tf.int64),
+                                               lambda acc, x: acc + x).numpy()]
+        except tf.errors.DataLossError:
+            raise ManifestError(damaged_shards_message(self.features.source, self.features.files(split))) from None
         return Counts(total[0], total[1], total[2], tuple(total[3:]))
 
     def examples(self, split: str, global_batch: int, counts: Counts, training: bool,
@@ -224,6 +227,19 @@ class CaptionData:
                 [schema.array_from_bytes(r, self.features.info) for r in raws])
             references = [[c.split() for c in j.decode("utf-8").split("\n") if c.strip()] for j in joined]
             yield [i.decode("utf-8") for i in ids], arrays, references
+
+
+def damaged_shards_message(source: str, files: Sequence[str]) -> str:
+    """Which of `files` fail their TFRecord CRC checks (read one by one), as a message saying what to do."""
+    damaged = []
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.DataLossError:
+            damaged.append(path)
+    return (f"{source}: {len(damaged)} shard(s) fail their TFRecord checksums (truncated or changed after they were "
+            f"written), e.g. {damaged[0] if damaged else files[0]}; re-run the extraction into a new --output")
 
 
 def _one_pipeline(ds: tf.data.Dataset) -> tf.data.Dataset:
