@@ -121,7 +121,10 @@ def settings_from(args) -> graph.ExtractSettings:
         if sources.carries_captions(*listing):
             raise UsageError("--image_list may carry captions itself; with --captions as well it is unclear which to "
                              "use: give one of them")
-    float_model = _float_encoder(cfg) if cfg.float_encoder else None
+    float_model = _float_encoder(cfg) if cfg.float_encoder and cfg.encoder.lower().endswith(".tflite") else None
+    if cfg.float_encoder and cfg.encoder == encoders.THUMBNAIL:
+        raise UsageError("extract.float_encoder rebuilds a .tflite MobileNet as a float Keras model; the thumbnail "
+                         "encoder has no float model: leave it false, or name a .tflite encoder")
     encoder = encoders.load_encoder(float_model or cfg.encoder, weights="none" if float_model else cfg.weights,
                                     spatial=cfg.spatial, num_threads=1)
     settings = graph.ExtractSettings(
@@ -140,10 +143,8 @@ def settings_from(args) -> graph.ExtractSettings:
 
 
 def _float_encoder(cfg) -> str:
-    """extract.float_encoder: the .tflite encoder rebuilt as a float Keras model, in a local temporary file."""
-    if not cfg.encoder.lower().endswith(".tflite"):
-        raise UsageError(f"extract.float_encoder rebuilds a .tflite MobileNet as a float Keras model, but the encoder "
-                         f"is {cfg.encoder!r}: leave it false, or name a .tflite encoder")
+    """extract.float_encoder: the .tflite encoder rebuilt as a float Keras model, in a local temporary file (a
+    Keras encoder, a .keras file or a keras.applications name, is float already and is used as it is)."""
     model, family = from_tflite.convert(cfg.encoder)
     local = os.path.join(tempfile.mkdtemp(prefix="float-encoder-"),
                          os.path.splitext(os.path.basename(cfg.encoder))[0] + ".keras")

@@ -31,7 +31,8 @@ class ExtractConfig:
                                           "before decoding (decompression bombs)", minimum=1)
     float_encoder: bool = setting(False, "with a .tflite MobileNet encoder: extract with its float Keras rebuild "
                                          "(captioner.encoders.from_tflite, written to OUTPUT/encoder/), which runs "
-                                         "on GPUs and can be fine-tuned (train.finetune_encoder_epochs)")
+                                         "on GPUs and can be fine-tuned (train.finetune_encoder_epochs); Keras "
+                                         "encoders (.keras, registry names) are float already")
     keep_images: bool = setting(False, "also keep each image in its record as the encoder saw it (JPEG at the "
                                        "encoder's input size, ~19 KB at 224x224), which fine-tuning the encoder "
                                        "(train.finetune_encoder_epochs) trains on")
@@ -81,9 +82,9 @@ class TrainConfig:
     finetune_encoder_epochs: int = setting(0, "epochs of training the encoder (CNN) with the decoder on the kept "
                                               "images (extract.keep_images) after the cross-entropy epochs; 0 = the "
                                               "encoder stays as extracted", minimum=0)
-    finetune_encoder_blocks: int = setting(4, "with finetune_encoder_epochs: how many of the encoder's blocks are "
+    finetune_encoder_blocks: int = setting(8, "with finetune_encoder_epochs: how many of the encoder's blocks are "
                                               "trained, counted from the top (the rest stay frozen)", minimum=1)
-    encoder_learning_rate: float = setting(1e-5, "with finetune_encoder_epochs: Adam's learning rate of the encoder "
+    encoder_learning_rate: float = setting(1e-4, "with finetune_encoder_epochs: Adam's learning rate of the encoder "
                                                  "(the peak of a cosine over those epochs)", above=0)
     finetune_learning_rate: float = setting(1e-4, "with finetune_encoder_epochs: the decoder's learning rate over "
                                                   "those epochs (a cosine from this peak)", above=0)
