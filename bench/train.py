@@ -59,10 +59,8 @@ def check_features(path: str) -> None:
 
 
 def limited_copy(source: str, target: str, train: int, dev: int) -> str:
-    """A features folder with the first `train` train and `dev` dev records of `source` (test kept whole).
-
-    Records are copied byte for byte (one shard per split), the manifest's counts are updated.
-    """
+    """The first `train` train and `dev` dev records of `source` (test whole), copied byte for byte, one shard a
+    split, into a features folder whose manifest counts them."""
     import tensorflow as tf
     from captioner import manifest as manifest_lib
     from captioner.layout import shard_prefix
@@ -89,13 +87,10 @@ def limited_copy(source: str, target: str, train: int, dev: int) -> str:
     return target
 
 
-def features_to_use(features: str, work: str, limit_images: Optional[int]) -> str:
-    """The features folder a run trains on: `features` itself, or its first `limit_images` train images (and a
-    sixth as many dev images, Flickr8k's ratio) copied into `work`."""
-    features = os.path.abspath(features)
-    if not limit_images:
-        return features
-    return limited_copy(features, os.path.join(work, "features"), limit_images, math.ceil(limit_images / 6))
+def features_to_use(features: str, work: str, limit: Optional[int]) -> str:
+    """`features`, or its first `limit` train and limit/6 dev images (Flickr8k's ratio) copied into `work`."""
+    return limited_copy(os.path.abspath(features), os.path.join(work, "features"), limit, math.ceil(limit / 6)) \
+        if limit else os.path.abspath(features)
 
 
 # --- (a) classic training, in a child ---------------------------------------------------------------
