@@ -67,10 +67,10 @@ def limited_copy(source: str, target: str, train: int, dev: int) -> str:
     manifest = harness.read_json(os.path.join(source, MANIFEST_FILE))
     os.makedirs(target, exist_ok=True)
     shutil.copy(os.path.join(source, manifest["vocabulary"]["file"]), os.path.join(target, manifest["vocabulary"]["file"]))
-    for split, limit in (("train", train), ("dev", dev), ("test", None)):
+    for split, limit in (("train", train), ("dev", dev), ("test", None), ("unsplit", 0)):
         files = manifest_lib.shard_files(manifest, source, split)
-        manifest["shards"][split] = []
-        if not files:
+        manifest["shards"][split], manifest["counts"][split] = [], 0
+        if not files or limit == 0:
             continue
         manifest["shards"][split] = [f"{shard_prefix(split)}-00000-of-00001.tfrecord"]
         shard = os.path.join(target, manifest["shards"][split][0])
