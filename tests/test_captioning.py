@@ -13,6 +13,7 @@ from PIL import Image
 
 from captioner import captions as caption_files
 from captioner import bundle, demo_data, storage, text
+from captioner.errors import InputError
 from captioner.layout import BLEU_JSON, METRICS_JSON, REPORT_HTML
 from captioner.metrics import java, meteor
 from pipelines import caption_and_score, extract_features
@@ -184,9 +185,12 @@ def test_two_images_with_one_file_name_in_two_folders(trained, tmp_path):
     summary = _caption(export, str(tmp_path / "plain"), "--images", str(tmp_path / "photos" / "**"), FN_API)
     assert sorted(r["image_id"] for r in _rows(str(tmp_path / "plain"))) == [f"2019/{name}", f"2020/{name}"]
     assert summary["counts"]["captioned"] == 2
-    # with references keyed by file name, the name is ambiguous: both become dead letters naming both paths
-    refs = _caption(export, str(tmp_path / "refs"), "--images", str(tmp_path / "photos" / "**"),
-                    "--references", os.path.join(data, "captions.txt"), FN_API)
+    # with references keyed by file name, the name is ambiguous: both become dead letters naming both paths,
+    # and a run that captions none of its images is not a success
+    with pytest.raises(InputError, match="none of the 2 images could be captioned"):
+        _caption(export, str(tmp_path / "refs"), "--images", str(tmp_path / "photos" / "**"),
+                 "--references", os.path.join(data, "captions.txt"), FN_API)
+    refs = json.loads((tmp_path / "refs" / "bleu.json").read_text())
     assert refs["counts"]["captioned"] == 0 and refs["counts"]["dead_letters"] == 2
 
 
@@ -225,8 +229,9 @@ def test_skip_existing_captions_only_new_images_and_the_union_is_a_full_run(trai
     # the dead letters of a run can be retried alone
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "broken.jpg").write_bytes(b"not an image")
-    failed = _caption(export, str(tmp_path / "failed"), "--images", str(tmp_path / "bad" / "*"), FN_API)
-    assert failed["counts"]["dead_letters"] == 1
+    with pytest.raises(InputError, match="none of the 1 images could be captioned"):
+        _caption(export, str(tmp_path / "failed"), "--images", str(tmp_path / "bad" / "*"), FN_API)
+    assert json.loads((tmp_path / "failed" / "bleu.json").read_text())["counts"]["dead_letters"] == 1
     Image.open(os.path.join(images, "0000.jpg")).save(tmp_path / "bad" / "broken.jpg", "JPEG")  # mended
     retried = _caption(export, str(tmp_path / "retried"), "--retry_dead_letters",
                        str(tmp_path / "failed" / "dead_letter-*.jsonl"), FN_API)

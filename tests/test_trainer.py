@@ -119,11 +119,17 @@ def test_mixed_bfloat16_learns_and_exports_a_float32_bundle_that_captions_the_sa
     computes = {layer.compute_dtype for layer in result.model.layers if layer.weights}
     assert "bfloat16" in computes and result.model.get_layer("logits").compute_dtype == "float32"
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the policy does not leak past the build
-    before_ids, _ = search.SequenceDecoder(result.model, len(folder.tokens)).greedy(features, 12)
+    before_ids, before_scores = search.SequenceDecoder(result.model, len(folder.tokens)).greedy(features, 12)
     captioner = bundle.Captioner.load(result.export_dir)
     assert {layer.compute_dtype for layer in captioner.model.layers if layer.weights} == {"float32"}
-    after = captioner.caption_features({"spatial": stored}, Decoding(1, 0.0, 12))
-    assert [c for c, _ in after] == [" ".join(search.ids_to_words(row, folder.tokens)) for row in before_ids]
+    # what the export must preserve: the weights, exactly; the captions themselves may differ where bfloat16
+    # rounding flips a near-tie, so the float32 bundle's log-probabilities of the same captions must be close
+    for trained, exported in zip(result.model.get_weights(), captioner.model.get_weights()):
+        np.testing.assert_array_equal(trained, exported)
+    log_probs = tf.nn.log_softmax(captioner.model({"features": features, "tokens": before_ids[:, :-1]})).numpy()
+    picked = np.take_along_axis(log_probs, before_ids[:, 1:, None], axis=-1)[..., 0]
+    exported_scores = (picked * (before_ids[:, 1:] != PAD_ID)).sum(axis=1)
+    np.testing.assert_allclose(exported_scores, before_scores, atol=0.1)  # bfloat16: ~3 significant digits
 
 
 def _epoch(caption_data, counts):
