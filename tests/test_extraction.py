@@ -210,9 +210,9 @@ def test_real_flickr8k_features_equal_a_direct_tflite_invoke(tmp_path, shared_di
         os.symlink(os.path.join(flickr, "images", name), tmp_path / name)
     output = str(tmp_path / "features")
     written = extract_features.run([
-        "--config", "flickr8k", "--set", f"extract.encoder={mobilenet_v1_tflite}", "--images", str(tmp_path / "*.jpg"),
-        "--captions", os.path.join(flickr, "Flickr8k.token.txt"), "--splits", flickr, "--output", output,
-        "--runner=FnApiRunner"])
+        "--config", "flickr8k", "--set", f"extract.encoder={mobilenet_v1_tflite}", "--set",
+        "extract.float_encoder=false", "--images", str(tmp_path / "*.jpg"), "--captions",
+        os.path.join(flickr, "Flickr8k.token.txt"), "--splits", flickr, "--output", output, "--runner=FnApiRunner"])
     assert written["features"]["pooled"]["shape"] == [1024] and written["features"]["pooled"]["dtype"] == "uint8"
     assert written["features"]["spatial"]["shape"] == [7, 7, 1024]
     interpreter = tf.lite.Interpreter(model_path=mobilenet_v1_tflite)
