@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import signal
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from captioner import interrupts
 from captioner.errors import CaptionerError, UsageError
 
 DEBUG_ENV = "CAPTIONER_DEBUG"
+UNFINISHED = ("before the run finished: nothing is marked finished; the same command runs it again (the trainer "
+              "resumes from its last epoch, a pipeline starts over)")
 HelpFormatter = argparse.RawDescriptionHelpFormatter  # keeps the entry points' usage examples as written
 
 
@@ -91,16 +95,21 @@ def _check_runner(runner: Optional[str]) -> None:
 
 
 def run(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence[str]] = None) -> int:
-    """Runs an entry point's `main(argv)`; a CaptionerError becomes one line on stderr and its exit code."""
+    """Runs an entry point's `main(argv)`; a CaptionerError becomes one line on stderr and its exit code, Ctrl-C
+    exits 130 and SIGTERM 143 (the shell's codes for those signals), each with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV) == "1"
     try:
-        return int(main(argv) or 0)
+        with interrupts.raising_on_signals():
+            return int(main(argv) or 0)
     except CaptionerError as error:
         if debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except interrupts.Terminated:
+        print(f"error: terminated (SIGTERM) {UNFINISHED}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        print(f"error: interrupted (Ctrl-C) {UNFINISHED}", file=sys.stderr)
+        return 128 + signal.SIGINT

@@ -11,6 +11,8 @@ from typing import Callable, List, Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
+from captioner import interrupts
+
 # Beam's own notices that say nothing to a user of this project (each repeated by every worker, every stage).
 BENIGN = re.compile(r"No semi_persistent_directory found|Discarding unparseable args|"
                     r"Resource module is not available for current platform")
@@ -46,11 +48,13 @@ def run_to_completion(build, options: PipelineOptions) -> bool:
     limit_malloc_arenas()
     pipeline = beam.Pipeline(options=options)
     build(pipeline)
-    result = pipeline.run()
-    if options.view_as(GoogleCloudOptions).template_location or options.view_as(StandardOptions).no_wait_until_finish:
-        logging.info("job submitted; not waiting for it to finish")
-        return False
-    result.wait_until_finish()
+    with interrupts.before_unwinding(interrupts.kill_descendants):  # DirectRunner's worker processes
+        result = pipeline.run()
+        if options.view_as(GoogleCloudOptions).template_location or \
+                options.view_as(StandardOptions).no_wait_until_finish:
+            logging.info("job submitted; not waiting for it to finish")
+            return False
+        result.wait_until_finish()
     return True
 
 

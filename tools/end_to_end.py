@@ -18,7 +18,7 @@ import time
 from typing import Dict, List, Optional
 
 from captioner import config as configs
-from captioner import cli, demo_data, storage
+from captioner import cli, interrupts, demo_data, storage
 from captioner.errors import InputError, UsageError
 from captioner.layout import BLEU_JSON, EXPORT_DIR, METRICS_JSON, REPORT_HTML, SPLIT_FILES
 from captioner.metrics import report
@@ -63,7 +63,11 @@ def _run_stage(name: str, module: str, args: List[str]) -> Dict:
     print(f"\n=== {name}: python -m {module} {' '.join(args)}", flush=True)
     started = time.time()
     child = subprocess.Popen([sys.executable, "-m", module, *args])
-    _, status, usage = os.wait4(child.pid, 0)
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    except KeyboardInterrupt as interrupt:
+        interrupts.pass_on(interrupt, [child])
+        raise
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"error: the {name} stage failed (exit code {child.returncode}); its output is above")

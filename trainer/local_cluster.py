@@ -17,7 +17,7 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from captioner import cli, storage
+from captioner import cli, interrupts, storage
 from captioner.errors import TrainingFailed, UsageError
 
 
@@ -96,7 +96,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         storage.check_folder(args.log_dir, "--log_dir")
         os.makedirs(args.log_dir, exist_ok=True)
     processes = start(argv[split + 1:], args.workers, args.threads, args.log_dir)
-    code = wait(processes)
+    try:
+        code = wait(processes)
+    except KeyboardInterrupt as interrupt:
+        interrupts.pass_on(interrupt, processes)
+        raise
     if code and args.log_dir:  # the cause is in the failed worker's log: say it here, where the user looks
         failed = next(index for index, process in enumerate(processes) if process.returncode not in (0, None))
         path = os.path.join(args.log_dir, f"worker-{failed}.log")
