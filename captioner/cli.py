@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import signal
 import sys
@@ -107,6 +108,13 @@ def run(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence[str]
             raise
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT) or debug:
+            raise
+        print(f"error: {error.filename or 'an output'}: the file system is full ({os.strerror(error.errno)}); free "
+              "some space or choose an output with room, then run the same command again (nothing was marked "
+              "finished)", file=sys.stderr)
+        return 1
     except interrupts.Terminated:
         print(f"error: terminated (SIGTERM) {UNFINISHED}", file=sys.stderr)
         return 128 + signal.SIGTERM

@@ -35,3 +35,7 @@ class TrainingFailed(CaptionerError):
 
 class StorageUnreachable(CaptionerError):
     """Storage (gs:// or its emulator) that does not answer within the bounded retry."""
+
+
+class DamagedInput(InputError):
+    """A stored file that fails its own checks (a TFRecord shard's length or CRC), found by a pipeline worker."""

@@ -28,6 +28,7 @@ from captioner.layout import BLEU_JSON, CAPTION_FILES, METRICS_JSON, REPORT_HTML
 from captioner.metrics import report
 from pipelines import launch, outcome
 from pipelines.caption import graph, outputs
+from pipelines.inputs import shards
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -48,6 +49,10 @@ def build_parser() -> cli.ArgumentParser:
                              "Flickr_8k.testImages.txt); only the images named there are captioned")
     parser.add_argument("--split", default=None, choices=schema.SPLITS,
                         help="with --features: which split's shards to caption (default: test)")
+    parser.add_argument(shards.SKIP_FLAG, action="store_true",
+                        help="with --features: go on past a shard that fails its TFRecord checks (cut short or "
+                             "changed), leaving out the rest of it and counting what was left out (default: stop, "
+                             "naming the shard)")
     parser.add_argument("--references", default=None,
                         help="with images: reference captions to score against: a Flickr8k token file or "
                              "'image,caption' CSV (keyed by file name or id), a COCO caption annotation file or a "
@@ -91,6 +96,9 @@ def settings_from(args) -> graph.CaptionSettings:
     if args.split and not args.features:
         raise UsageError(f"--split {args.split} goes with --features (it picks the stored split to caption); with "
                          "images, --include picks which ones (e.g. --include Flickr_8k.devImages.txt)")
+    if args.skip_damaged_shards and not args.features:
+        raise UsageError(f"{shards.SKIP_FLAG} goes with --features (images are checked one by one: an unreadable "
+                         "one is a dead letter)")
     args.split = args.split or "test"
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: a worker needs at least 1 thread")
@@ -124,7 +132,8 @@ def settings_from(args) -> graph.CaptionSettings:
     settings = graph.CaptionSettings(
         model=args.model, output=args.output, bundle=info, config=config, images=args.images,
         image_list=args.image_list, retry_dead_letters=args.retry_dead_letters, features=args.features,
-        features_manifest=features_manifest, split=args.split, references=args.references, include=args.include,
+        features_manifest=features_manifest, split=args.split, skip_damaged_shards=args.skip_damaged_shards,
+        references=args.references, include=args.include,
         key_scheme=_key_scheme(args), skip_existing=list(args.skip_existing), threads=args.threads)
     output_folder.prepare(args.output, BLEU_JSON, outputs.listed_files, CAPTION_FILES, args.overwrite,
                           "caption output")
@@ -141,6 +150,11 @@ def run(argv: Optional[List[str]] = None) -> dict:
     summary = json.loads(storage.read_text(storage.join(args.output, BLEU_JSON)))
     metrics = json.loads(storage.read_text(storage.join(args.output, METRICS_JSON)))
     print(describe(summary, args.output, time.time() - started, metrics))
+    damaged = summary.get("damaged_shards", {})
+    if damaged.get("count"):
+        print(f"warning: {damaged['count']} damaged shard(s) of {args.features} left out as {shards.SKIP_FLAG} "
+              f"asked: {damaged['records_left_out']} of the {args.split} split's records were not captioned (the "
+              "log names the shards)")
     outcome.check(summary["counts"]["captioned"], summary["counts"], "caption", args.output, args.include)
     return summary
 

@@ -12,6 +12,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from captioner import interrupts
+from pipelines import worker_errors
 
 # Beam's own notices that say nothing to a user of this project (each repeated by every worker, every stage).
 BENIGN = re.compile(r"No semi_persistent_directory found|Discarding unparseable args|"
@@ -46,15 +47,22 @@ def run_to_completion(build, options: PipelineOptions) -> bool:
     is submitted, so the caller cannot read the job's outputs then.
     """
     limit_malloc_arenas()
+    os.environ[worker_errors.LAUNCHER_PID_ENV] = str(os.getpid())  # local worker processes inherit it
     pipeline = beam.Pipeline(options=options)
     build(pipeline)
     with interrupts.before_unwinding(interrupts.kill_descendants):  # DirectRunner's worker processes
-        result = pipeline.run()
-        if options.view_as(GoogleCloudOptions).template_location or \
-                options.view_as(StandardOptions).no_wait_until_finish:
-            logging.info("job submitted; not waiting for it to finish")
-            return False
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            if options.view_as(GoogleCloudOptions).template_location or \
+                    options.view_as(StandardOptions).no_wait_until_finish:
+                logging.info("job submitted; not waiting for it to finish")
+                return False
+            result.wait_until_finish()
+        except Exception as error:  # noqa: BLE001 - each runner wraps a worker's error in its own type
+            raised = worker_errors.as_one_line(error)
+            if raised is error:
+                raise
+            raise raised from None
     return True
 
 
@@ -74,7 +82,7 @@ class QuietBeam(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if BENIGN.search(message):
+        if BENIGN.search(message) or worker_errors.said_in_one_line(record, _unescape(message)):
             return False
         if record.name != WORKER_LOGGER or not message.startswith("Worker: "):
             return True

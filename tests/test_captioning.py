@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import struct
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,9 +13,9 @@ from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
 from PIL import Image
 
 from captioner import captions as caption_files
-from captioner import bundle, demo_data, storage, text
+from captioner import bundle, cli, demo_data, storage, text
 from captioner.errors import InputError
-from captioner.layout import BLEU_JSON, METRICS_JSON, REPORT_HTML
+from captioner.layout import BLEU_JSON, MANIFEST_FILE, METRICS_JSON, REPORT_HTML
 from captioner.metrics import java, meteor
 from pipelines import caption_and_score, extract_features
 from pipelines.caption import outputs
@@ -174,6 +175,47 @@ def test_features_fast_path_uses_stored_references(trained, tmp_path):
     test_ids = caption_files.read_split_ids(os.path.join(data, "Flickr_8k.testImages.txt"))
     assert sorted(r["image_id"] for r in _rows(output)) == sorted(test_ids)
     assert summary["counts"]["scored"] == len(test_ids) and summary["bleu"][0] > 0
+
+
+def test_a_damaged_features_shard_stops_the_job_naming_it_or_is_left_out_and_counted(trained, tmp_path, capsys):
+    """TFRecord checks catch a shard cut short (the job stops, one line, no marker) and a flipped byte (with
+    --skip_damaged_shards the records before it are captioned and the rest counted as left out)."""
+    _, export = trained
+    features = str(tmp_path / "features")
+    shutil.copytree(os.path.join(os.path.dirname(os.path.dirname(export)), "features"), features)
+    shard = sorted(glob.glob(os.path.join(features, "test", "records-*")))[0]
+    whole = open(shard, "rb").read()
+    test_records = json.loads(storage.read_text(os.path.join(features, MANIFEST_FILE)))["counts"]["test"]
+    with open(shard, "wb") as handle:
+        handle.write(whole[:len(whole) // 2])
+    args = ["--config", "local", "--model", export, "--features", features, "--split", "test", FN_API]
+    assert cli.run(caption_and_score.main, [*args, "--output", str(tmp_path / "stopped")]) == 1
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[-1].startswith(f"error: shard {shard} is damaged after its first ") and "Traceback" not in said
+    assert not os.path.exists(tmp_path / "stopped" / BLEU_JSON)
+
+    changed = bytearray(whole)
+    changed[len(whole) // 2] ^= 0x01
+    with open(shard, "wb") as handle:
+        handle.write(bytes(changed))
+    assert cli.run(caption_and_score.main, [*args, "--output", str(tmp_path / "out"), "--skip_damaged_shards"]) == 0
+    assert "warning: 1 damaged shard(s)" in capsys.readouterr().out
+    summary = json.loads(storage.read_text(str(tmp_path / "out" / BLEU_JSON)))
+    left_out = summary["damaged_shards"]["records_left_out"]
+    assert summary["damaged_shards"]["count"] == 1 and 0 < left_out < test_records
+    assert summary["counts"]["captioned"] == _records_before(whole, len(whole) // 2) + test_records - \
+        _records_before(whole, len(whole)) == test_records - left_out
+
+
+def _records_before(shard: bytes, offset: int) -> int:
+    """How many whole TFRecords (8-byte length, 4-byte CRC, data, 4-byte CRC) end at or before `offset`."""
+    count = start = 0
+    while start < len(shard):
+        end = start + 16 + struct.unpack("<Q", shard[start:start + 8])[0]
+        if end > offset:
+            break
+        count, start = count + 1, end
+    return count
 
 
 def test_two_images_with_one_file_name_in_two_folders(trained, tmp_path):

@@ -5,12 +5,14 @@ import importlib.util
 import logging
 import math
 import os
+import shutil
 import time
 from typing import Mapping
 
 import keras
 import tensorflow as tf
 
+from captioner.errors import OutputError
 from trainer.job_folder import HISTORY, JobFolder
 
 log = logging.getLogger("trainer")
@@ -112,3 +114,32 @@ class SyncToRemote(keras.callbacks.Callback):
         started = time.time()
         self.folder.sync()
         log.info("epoch %d synced to %s in %.1f s", epoch + 1, self.folder.remote, time.time() - started)
+
+
+SPACE_PER_WEIGHTS = 5  # a backup (weights and two Adam slots), the best weights, and room to spare
+SPACE_MARGIN_BYTES = 16 << 20
+
+
+def check_disk_space(folder: JobFolder, model: keras.Model) -> None:
+    """Refuses to write checkpoints that cannot fit: HDF5 fails a write to a full disk halfway, leaving a file
+    handle that crashes the process on exit (SIGSEGV), so the job stops before that with one line."""
+    weights = sum(int(v.numpy().nbytes) for v in model.weights)
+    needed, free = SPACE_PER_WEIGHTS * weights + SPACE_MARGIN_BYTES, shutil.disk_usage(folder.local).free
+    if free < needed:
+        raise OutputError(f"{folder.local} has {free / 2**20:.1f} MiB free; this job's checkpoints need about "
+                          f"{needed / 2**20:.0f} MiB; free some space (or use another --job_dir) and run the same "
+                          "command again: it resumes from the last epoch")
+
+
+class DiskSpace(keras.callbacks.Callback):
+    """check_disk_space at the start and before each epoch's checkpoints (it comes first among the callbacks)."""
+
+    def __init__(self, folder: JobFolder):
+        super().__init__()
+        self.folder = folder
+
+    def on_train_begin(self, logs=None):
+        check_disk_space(self.folder, self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        check_disk_space(self.folder, self.model)

@@ -40,7 +40,7 @@ from captioner.decoder import search
 from captioner.decoder.decoding import Decoding
 from captioner.metrics import cider
 from captioner.text import PAD_ID
-from trainer import evaluation, rewards
+from trainer import callbacks, evaluation, rewards
 from trainer.grouped import GroupedDecoder
 from trainer.job_folder import SELF_CRITICAL_BEST, SELF_CRITICAL_HISTORY, SELF_CRITICAL_LAST, JobFolder
 
@@ -237,6 +237,7 @@ def _epoch(decoder: search.SequenceDecoder, step: PolicyGradientStep, reward: re
 def _save(model: keras.Model, folder: JobFolder, history: List[dict], best: bool) -> None:
     """Weights first, then history.json (the commit point a restart resumes from), then the gs:// mirror."""
     os.makedirs(os.path.dirname(folder.path(SELF_CRITICAL_LAST)), exist_ok=True)
+    callbacks.check_disk_space(folder, model)
     model.save_weights(folder.path(SELF_CRITICAL_LAST))
     if best:
         model.save_weights(folder.path(SELF_CRITICAL_BEST))

@@ -117,6 +117,7 @@ def fit(model: keras.Model, train_ds, val_ds, train_cfg, folder: JobFolder, run_
     # Order matters at each epoch end: the history and the best checkpoint first, then the backup (the
     # commit point a restart resumes from; later epochs in history.json are dropped then), then the sync.
     job_callbacks = [
+        callbacks.DiskSpace(folder),
         keras.callbacks.TerminateOnNaN(),
         callbacks.HistoryFile(folder, initial_epoch, dict(run_info or {}), phase.history),
         callbacks.tensorboard_callback(folder.path(phase.logs)),

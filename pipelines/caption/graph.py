@@ -30,6 +30,7 @@ from pipelines.inputs import joins
 from pipelines.inputs import sources as read
 from pipelines.inputs.dead_letters import DEAD_LETTER, NAMESPACE, dead_letter
 from pipelines.inputs.decode import DecodeImages
+from pipelines.inputs.shards import DAMAGED, ReadShards
 
 
 @dataclasses.dataclass
@@ -44,6 +45,7 @@ class CaptionSettings:
     features: Optional[str] = None  # a features folder (the fast path) ...
     features_manifest: Optional[Dict] = None  # ... and its manifest, read and checked by the entry point
     split: str = "test"
+    skip_damaged_shards: bool = False  # go on past a features shard that fails its checks, counting what it held
     references: Optional[str] = None
     include: Optional[str] = None   # a file of the names (or ids) to caption; None: every image
     key_scheme: str = sources.BY_NAME  # what the references and include files key images by
@@ -97,16 +99,19 @@ def _image_inputs(pipeline, settings: CaptionSettings):
 
 
 def _feature_records(pipeline, settings: CaptionSettings):
-    """The split's stored records as (id, path, raw references, COCO id, stored features), in the dtype stored."""
+    """(the split's stored records as (id, path, raw references, COCO id, stored features) in the dtype stored,
+    the damaged shards left out)."""
     info = settings.features_manifest["features"]
     files = manifest.shard_files(settings.features_manifest, settings.features, settings.split)
-    return (pipeline
+    read = (pipeline
             | "Shards" >> beam.Create(files)
-            | "ReadRecords" >> beam.io.ReadAllFromTFRecord()
-            | "Parse" >> beam.Map(schema.parse_example_py)
-            | "Record" >> beam.Map(lambda r: (
-                r["image_id"], r["image_path"], tuple(c for c in r["raw_captions"] if c), r["coco_id"],
-                {name: schema.array_from_bytes(r[name], info[name]) for name in info if r[name] is not None})))
+            | "ReadRecords" >> ReadShards(settings.skip_damaged_shards))
+    records = (read.records
+               | "Parse" >> beam.Map(schema.parse_example_py)
+               | "Record" >> beam.Map(lambda r: (
+                   r["image_id"], r["image_path"], tuple(c for c in r["raw_captions"] if c), r["coco_id"],
+                   {name: schema.array_from_bytes(r[name], info[name]) for name in info if r[name] is not None})))
+    return records, read[DAMAGED]
 
 
 class MakeRow(beam.DoFn):
@@ -150,8 +155,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
         todo, refusals, matched, refused = _image_inputs(pipeline, settings)
         dead += [refusals["dead"]] if refusals else []
     else:
-        todo = matched = _feature_records(pipeline, settings)
-        refusals = {}
+        todo, damaged = _feature_records(pipeline, settings)
+        matched, refusals = todo, {"damaged_shards": damaged}
     skipped = pipeline | "NothingSkipped" >> beam.Create([])
     if settings.skip_existing:
         kept = todo | "SkipExisting" >> joins.DropExisting(_previous_ids(pipeline, settings))
@@ -179,7 +184,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
     scored = rows | "Score" >> ScoreCaptions(cleaning, decoding.meteor, decoding.field_scores)
     dead_letters = dead | "AllDeadLetters" >> beam.Flatten()
     counted = {"matched": matched, "skipped_existing": skipped, **{name: refusals[name] for name in
-                                                                   ("excluded", "orphans") if name in refusals},
+                                                                   ("excluded", "orphans", "damaged_shards")
+                                                                   if name in refusals},
                "lines_refused": (refused or [pipeline | "NoRefusedLines" >> beam.Create([])])
                | "Refused" >> beam.Flatten()}
     written = (scored["rows"], dead_letters, scored["metrics"]) | "Outputs" >> outputs.WriteOutputs(settings, counted)

@@ -157,6 +157,8 @@ class WriteOutputs(beam.PTransform):
                        "excluded": counts.get("excluded", 0), "scored": scored,
                        "without_references": counts["captioned"] - scored},
             "names_without_images": counts.get("orphans", 0),
+            **({"damaged_shards": {"count": counts["damaged_shards"], "records_left_out": self._left_out(counts)}}
+               if "damaged_shards" in counts else {}),
             "reference_lines_refused": {"count": counts["lines_refused"], "examples": sorted(refused_examples)},
             "model": identity_of(self.settings.bundle),
             "decoding": Decoding.from_config(self.settings.config.caption).to_dict(),
@@ -166,6 +168,11 @@ class WriteOutputs(beam.PTransform):
             "hypothesis_length": corpus["hypothesis_length"],
             "reference_length": corpus["reference_length"],
         }
+
+    def _left_out(self, counts: Dict[str, int]) -> int:
+        """Records of the features split that damaged shards kept from the job: the manifest's count less those
+        read."""
+        return self.settings.features_manifest["counts"][self.settings.split] - counts["matched"]
 
     def _write_report(self, rows: List[Dict], summary: Dict, metrics: Dict) -> str:
         storage.write_text(storage.join(self.settings.output, REPORT_HTML), render_gallery(rows, summary, metrics))

@@ -32,6 +32,7 @@ from pipelines.inputs import joins
 from pipelines.inputs import sources as read
 from pipelines.inputs.dead_letters import DEAD_LETTER, dead_letter, to_json
 from pipelines.inputs.decode import DecodeImages
+from pipelines.inputs.shards import ReadShards
 
 EXAMPLES_KEPT = 100  # ids of captions without an image, refused caption lines: a sample in the manifest
 
@@ -74,10 +75,10 @@ def _sample(pcoll, label: str):
 def _previous_ids(pipeline, settings: ExtractSettings):
     files = [path for split in schema.SPLITS
              for path in manifest.shard_files(settings.previous_manifest, settings.skip_existing, split)]
-    return (pipeline
-            | "PreviousShards" >> beam.Create(files)
-            | "ReadPrevious" >> beam.io.ReadAllFromTFRecord()
-            | "PreviousIds" >> beam.Map(lambda serialized: schema.parse_example_py(serialized)["image_id"]))
+    previous = (pipeline
+                | "PreviousShards" >> beam.Create(files)
+                | "ReadPrevious" >> ReadShards())  # a damaged earlier shard stops the job, naming it
+    return previous.records | "PreviousIds" >> beam.Map(lambda record: schema.parse_example_py(record)["image_id"])
 
 
 def _word_counts(pipeline, train_captions, settings: ExtractSettings):
