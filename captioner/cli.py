@@ -34,6 +34,16 @@ class ArgumentParser(argparse.ArgumentParser):
         self.add_argument("--debug", action="store_true",
                           help=f"show the Python traceback of an error (or set {DEBUG_ENV}=1)")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's, refusing an empty value (`--output ""` would mean the current folder, `--images ""`
+        nothing): an unset shell variable is the usual cause."""
+        parsed, rest = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            if action.option_strings and (value == "" or (isinstance(value, list) and "" in value)):
+                self.error(f"{action.option_strings[0]} is empty (an unset shell variable?); give it a value")
+        return parsed, rest
+
     def error(self, message: str):
         self.exit(2, f"error: {message}; `{self.prog} --help` lists every flag\n")
 

@@ -29,6 +29,7 @@ from captioner.metrics import report
 from pipelines import launch, outcome
 from pipelines.caption import graph, outputs
 from pipelines.inputs import shards
+from pipelines.inputs.dead_letters import DEAD_LETTER_FIELDS
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -86,6 +87,20 @@ def _key_scheme(args) -> str:
     return sources.BY_NAME
 
 
+def _check_dead_letter_file(path: str) -> None:
+    """The first line of a --retry_dead_letters file is a dead letter (caption rows also name paths: retrying them
+    would caption those images again, silently)."""
+    lines = [line for line in captions.first_lines(path, 1) if line.strip()]
+    try:
+        record = json.loads(lines[0]) if lines else {}
+    except ValueError:
+        record = None
+    if lines and not (isinstance(record, dict) and DEAD_LETTER_FIELDS <= set(record)):
+        raise InputError(f"--retry_dead_letters {path} is not a dead-letter file (its first line lacks "
+                         f"{', '.join(sorted(DEAD_LETTER_FIELDS))}); pass the dead_letter-*.jsonl files of an "
+                         "earlier run")
+
+
 def settings_from(args) -> graph.CaptionSettings:
     """Checks every input on the launching machine and returns the graph's settings (nothing runs yet)."""
     storage.check_reachable([args.model, args.images, args.image_list, args.retry_dead_letters, args.features,
@@ -122,6 +137,8 @@ def settings_from(args) -> graph.CaptionSettings:
                           (args.retry_dead_letters, "--retry_dead_letters"), (args.include, "--include")):
         if pattern:
             storage.first_match(pattern)
+    if args.retry_dead_letters:
+        _check_dead_letter_file(storage.first_match(args.retry_dead_letters))
     if args.image_list:  # empty, or a header naming other columns: refused before anything is written
         sources.listing_format(captions.first_listed_line(args.image_list), args.image_list)
     for earlier in args.skip_existing:

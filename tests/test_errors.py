@@ -60,6 +60,8 @@ def _extract(demo, *flags):
     (["--splits", "/"], 1, ["Flickr_8k.trainImages.txt"]),
     (["--encoder_threads", "0"], 2, ["--encoder_threads 0"]),
     (["--runner", "DirectRuner"], 2, ["--runner DirectRuner", "did you mean DirectRunner?"]),
+    (["--output", ""], 2, ["--output is empty"]),  # would write into the current folder
+    (["--images", ""], 2, ["--images is empty"]),
 ])
 def test_extraction_mistakes(demo, capsys, flags, code, named):
     _fails(extract_features.main, _extract(demo, *flags), capsys, code, *named)
@@ -113,6 +115,8 @@ def test_caption_job_mistakes(demo, capsys, tmp_path):
     empty, other_header = tmp_path / "empty.csv", tmp_path / "other_header.csv"
     empty.write_text("\n\n")
     other_header.write_text("file,text\na.jpg,a dog\n")
+    caption_rows = tmp_path / "captions-00000-of-00001.jsonl"
+    caption_rows.write_text('{"caption": "a dog", "image_id": "a.jpg", "path": "/photos/a.jpg"}\n')
     cases = [
         (["--model", str(tmp_path), *images], 1, [str(tmp_path), "bundle.json", "export/ folder"]),
         (["--model", os.path.dirname(LEGACY_EXPORT), *images], 1, ["did you mean", LEGACY_EXPORT]),
@@ -131,6 +135,10 @@ def test_caption_job_mistakes(demo, capsys, tmp_path):
                                                                             "a finite number"]),
         (["--model", LEGACY_EXPORT, "--image_list", str(empty)], 1, ["--image_list", "is empty"]),
         (["--model", LEGACY_EXPORT, "--image_list", str(other_header)], 1, ["'file,text'", "'path' (or 'uri')"]),
+        (["--model", LEGACY_EXPORT, "--retry_dead_letters", str(caption_rows)], 1,
+         ["is not a dead-letter file", "reason"]),
+        (["--model", LEGACY_EXPORT, *images, "--skip_damaged_shards"], 2, ["--skip_damaged_shards goes with "
+                                                                          "--features"]),
     ]
     for flags, code, named in cases:
         _fails(caption_and_score.main, [*flags, "--output", str(tmp_path / "c"), "--runner=FnApiRunner"], capsys,
@@ -155,9 +163,11 @@ def test_trainer_mistakes(capsys, tmp_path):
         (["--devices", "gpu0"], 2, ["--devices", "/gpu:N"]),
         (["--devices", "/gpu:0"], 2, ["--devices /gpu:0", "TensorFlow sees 0"]),
         (["--eval_split", "validation"], 2, ["--eval_split", "validation"]),
+        (["--job_dir", os.path.join(features, "job")], 2, ["overlap", "a folder of its own"]),
     ]:
         _fails(task.main, [*job, *flags], capsys, code, *named)
-    _fails(task.main, ["--features", str(tmp_path), "--job_dir", str(tmp_path / "job")], capsys, 1,
+    (tmp_path / "not_features").mkdir()
+    _fails(task.main, ["--features", str(tmp_path / "not_features"), "--job_dir", str(tmp_path / "job")], capsys, 1,
            "manifest.json", "--features")
 
 

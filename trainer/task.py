@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from typing import List, Optional
@@ -85,6 +86,15 @@ def parse_devices(value: Optional[str]) -> Optional[List[str]]:
     return devices
 
 
+def _check_apart(features: str, job_dir: str) -> None:
+    """A job dir inside the features folder (or the other way round) mixes the trainer's files with the
+    extraction's, and an --overwrite of either would meet the other's."""
+    inside = [(a if storage.is_remote(a) else os.path.abspath(a)).rstrip("/") + "/" for a in (features, job_dir)]
+    if inside[0].startswith(inside[1]) or inside[1].startswith(inside[0]):
+        raise UsageError(f"--job_dir {job_dir} and --features {features} overlap; give the job a folder of its own, "
+                         "e.g. beside the features: --job_dir runs/job1")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging()
@@ -92,6 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     devices = parse_devices(args.devices)
     storage.check_reachable([args.features, args.job_dir, args.config])
     storage.check_folder(args.job_dir, "--job_dir")
+    _check_apart(args.features, args.job_dir)
     from trainer import job  # imported late: TensorFlow is not needed for --help
 
     result = job.run(config, args.features, args.job_dir, devices=devices, eval_split=args.eval_split,

@@ -11,6 +11,9 @@ DEAD_LETTER = "dead_letter"   # the tag of every transform's dead-letter output
 NAMESPACE = "captioner"       # Beam metrics namespace of the project's counters
 
 
+DEAD_LETTER_FIELDS = frozenset({"image_id", "path", "stage", "reason"})
+
+
 def dead_letter(image_id: str, path: str, reason: str, stage: str) -> dict:
     return {"image_id": image_id, "path": path, "stage": stage, "reason": reason}
 
