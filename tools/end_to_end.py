@@ -78,6 +78,8 @@ def run(argv: Optional[List[str]] = None) -> Dict:
     args, beam_args = parse_args(argv)
     workdir = args.workdir or os.path.join("runs", "demo" if args.demo else "flickr8k")
     data = args.data
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: the Beam stages need at least 1 worker process (default 2)")
     if args.demo and args.demo_images < 1:
         raise UsageError(f"--demo_images {args.demo_images}: the demo needs at least 1 scene (default "
                          f"{DEMO_IMAGES})")
