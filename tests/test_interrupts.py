@@ -153,11 +153,12 @@ def _read_tfrecords(path: str):
     return [record.numpy() for record in tf.data.TFRecordDataset(path)]
 
 
-def test_extractions_killed_at_two_points_then_run_again_equal_a_clean_run(demo, tmp_path):
+def test_extractions_killed_at_three_points_then_run_again_equal_a_clean_run(demo, tmp_path):
     clean, output = str(tmp_path / "clean"), str(tmp_path / "killed")
     extract_features.run(_extract_flags(demo, clean) + IN_PROCESS)
     command = PYTHON + ["pipelines.extract_features", *_extract_flags(demo, output), *IN_PROCESS]
     points = {"matching": lambda _: bool(_beam_temp(output)),
+              "inference": lambda log: "loading encoder" in log,
               "final writes": lambda _: bool(glob.glob(os.path.join(output, "*", "records-*-of-*")))}
     for point, ready in points.items():
         code, log, _ = signal_when(command, ready, signal.SIGKILL, str(tmp_path / f"{point}.log"), 300)
