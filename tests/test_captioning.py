@@ -43,12 +43,17 @@ def _stages(data: str, work: str, beam_flags=(FN_API,)) -> str:
     return storage.join(work, "job", "export")
 
 
+def trained_demo(tmp_path_factory, name: str, num_images: int):
+    """(a generated demo data folder, the export of a tiny decoder trained on its extracted features)."""
+    folder = tmp_path_factory.mktemp(name)
+    data = str(folder / "data")
+    demo_data.generate(data, num_images=num_images)
+    return data, _stages(data, str(folder / "work"))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("captioning")
-    data = str(folder / "data")
-    demo_data.generate(data, num_images=60)
-    return data, _stages(data, str(folder / "work"))
+    return trained_demo(tmp_path_factory, "captioning", 60)
 
 
 def _rows(output: str) -> list:

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from captioner import bundle, demo_data, output_folder, schema, storage
+from captioner import bundle, output_folder, schema, storage
 from captioner import manifest as manifest_lib
 from captioner.layout import BLEU_JSON, BUNDLE_FILE, CAPTION_FILES, FEATURES_FILES, MANIFEST_FILE
 from pipelines import caption_and_score, extract_features
@@ -24,7 +24,7 @@ from pipelines.caption import outputs
 from tests.conftest import PROJECT_ROOT
 from tests.kill import backed_up_epoch, signal_when
 from tests.synthetic_features import overrides, tiny_config
-from tests.test_captioning import _stages
+from tests.test_captioning import trained_demo
 from trainer.job_folder import HISTORY, SELF_CRITICAL_HISTORY
 
 pytestmark = pytest.mark.slow
@@ -37,10 +37,7 @@ CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """(demo data folder, a trained bundle) from 120 generated scenes."""
-    folder = tmp_path_factory.mktemp("interrupts")
-    data = str(folder / "data")
-    demo_data.generate(data, num_images=120)
-    return data, _stages(data, str(folder / "work"))
+    return trained_demo(tmp_path_factory, "interrupts", 120)
 
 
 def _caption_flags(demo, output: str) -> list:
