@@ -37,7 +37,7 @@ def _stage_flags(folder: str) -> dict:
         "pipelines.extract_features": ["--config", "local", "--images", f"{data}/images/*", "--captions",
                                        f"{data}/captions.txt", "--splits", data, "--output", f"{folder}/features",
                                        BEAM],
-        "trainer.task": ["--config", "local", *TINY_TRAINING, "--set", "train.epochs=2", "--features",
+        "trainer.task": ["--config", "local", *TINY_TRAINING, "--set", "train.epochs=1", "--features",
                          f"{folder}/features", "--job_dir", f"{folder}/job", "--eval_split", "none",
                          "--devices", "/cpu:0,/cpu:1", "--verbose", "0"],
         "pipelines.caption_and_score": ["--config", "local", "--set", "caption.meteor=false", "--model",
@@ -103,7 +103,7 @@ def _assert_equal_runs(base: str) -> None:
     # training reads what it read without faults (its result in another process may differ in the last digits)
     history, clean_history = (json.loads(storage.read_text(f"{base}/{run}/job/history.json"))
                               for run in ("faulty", "clean"))
-    assert len(history["runs"]) == 1 and [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert len(history["runs"]) == 1 and [e["epoch"] for e in history["epochs"]] == [1]
     assert history["runs"][0]["train_examples"] == clean_history["runs"][0]["train_examples"]
     export = f"{base}/faulty/job/export"
     bundle.check_files(export, json.loads(storage.read_text(f"{export}/{BUNDLE_FILE}")))
