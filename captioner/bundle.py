@@ -24,7 +24,7 @@ from typing import List, Mapping, Optional, Tuple
 import keras
 import numpy as np
 
-from captioner import encoders, schema, storage, text
+from captioner import encoders, photos, schema, storage, text
 from captioner.decoder import search
 from captioner.decoder.decoding import Decoding
 from captioner.config.sections import CaptionConfig
@@ -174,3 +174,16 @@ class Captioner:
         """Images uint8 [N, h, w, 3], already resized to the encoder's input_size -> (caption, log-prob)."""
         features = self.encoder.encode(np.asarray(images))
         return self.caption_features(features, decoding)
+
+    # --- photos of any size (captioner/photos.py) ----------------------------------------------------
+    def caption_files(self, paths, decoding: Optional[Decoding] = None) -> List[photos.Caption]:
+        """Image files, local or gs:// -> a `photos.Caption` each (its `error` says why one has no caption)."""
+        return photos.caption_files(self, paths, decoding)
+
+    def caption_pil(self, images, decoding: Optional[Decoding] = None) -> List[photos.Caption]:
+        """Pillow images of any mode and size -> a `photos.Caption` each."""
+        return photos.caption_pil(self, images, decoding)
+
+    def caption_arrays(self, arrays, decoding: Optional[Decoding] = None) -> List[photos.Caption]:
+        """uint8 arrays [h, w, 3] (or [h, w]) of any size -> a `photos.Caption` each."""
+        return photos.caption_arrays(self, arrays, decoding)

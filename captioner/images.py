@@ -143,6 +143,13 @@ def decode_image(data: bytes, size: Tuple[int, int], max_pixels: int = 50_000_00
     image = _open_checked(data, max_pixels)
     with image:
         image = _load_upright(image, max_pixels)
+    return fit_image(image, (height, width))
+
+
+def fit_image(image: Image.Image, size: Tuple[int, int]) -> np.ndarray:
+    """A decoded Pillow image of any mode and size -> the encoder's uint8 RGB `[size[0], size[1], 3]`: what
+    every path to an encoder does (the pipelines' decoding and the Python API alike)."""
+    height, width = (int(v) for v in size)
     try:
         image = to_rgb(image)
     except ValueError as error:  # a mode Pillow cannot convert (e.g. LAB)

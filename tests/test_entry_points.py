@@ -16,6 +16,7 @@ ENTRY_POINTS = {
     "trainer.task": "trainer/task.py",
     "captioner.demo_data": "captioner/demo_data.py",
     "captioner.config": "captioner/config/__main__.py",
+    "captioner.caption": "captioner/caption.py",
 }
 
 

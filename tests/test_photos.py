@@ -1,0 +1,72 @@
+"""Captioning a few photos from Python and the shell: the same captions as the caption job."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner import bundle, caption, cli
+from captioner.decoder.decoding import Decoding
+from pipelines import caption_and_score
+from tests.test_captioning import trained_demo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return trained_demo(tmp_path_factory, "photos", 40)
+
+
+def test_the_api_the_command_and_the_caption_job_give_the_same_captions(demo, tmp_path, capsys):
+    data, export = demo
+    paths = sorted(glob.glob(os.path.join(data, "images", "*.jpg")))[:12]
+    captioner = bundle.Captioner.load(export)
+    decoding = Decoding(beam_size=2, length_penalty=0.0, max_length=12)
+    from_files = captioner.caption_files(paths, decoding)
+    assert [r.path for r in from_files] == paths and all(r.ok for r in from_files)
+    opened = [Image.open(path) for path in paths]
+    assert [r.caption for r in captioner.caption_pil(opened, decoding)] == [r.caption for r in from_files]
+    assert [r.caption for r in captioner.caption_arrays([np.asarray(i) for i in opened], decoding)] == \
+        [r.caption for r in from_files]
+
+    listing = tmp_path / "listing.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    caption_and_score.run(["--config", "local", "--set", "caption.meteor=false", "--model", export, "--image_list",
+                           str(listing), "--beam_size", "2", "--length_penalty", "0", "--max_length", "12",
+                           "--output", str(tmp_path / "job"), "--runner=FnApiRunner"])
+    rows = [json.loads(line) for path in sorted(glob.glob(str(tmp_path / "job" / "captions-*.jsonl")))
+            for line in open(path)]
+    assert {row["path"]: row["caption"] for row in rows} == {r.path: r.caption for r in from_files}
+
+    capsys.readouterr()
+    assert cli.run(caption.main, ["--model", export, "--beam_size", "2", "--length_penalty", "0", "--max_length",
+                                  "12", *paths]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{r.path}\t{r.caption}" for r in from_files]
+
+
+def test_unreadable_files_are_named_in_their_place_and_the_rest_captioned(demo, tmp_path, capsys):
+    data, export = demo
+    good = sorted(glob.glob(os.path.join(data, "images", "*.jpg")))[:2]
+    not_image, missing = tmp_path / "notes.jpg", str(tmp_path / "gone.jpg")
+    not_image.write_text("not a picture")
+    code = cli.run(caption.main, ["--model", export, "--json", good[0], str(not_image), missing, good[1]])
+    said = capsys.readouterr()
+    assert code == 1
+    assert [json.loads(line)["path"] for line in said.out.splitlines()] == good
+    assert said.err.splitlines() == [f"{not_image}: not captioned: not an image (unknown format)",
+                                     f"{missing}: not captioned: {missing} does not exist; check the path (local, "
+                                     "or gs://bucket/...)"]
+
+
+def test_images_of_any_size_and_mode_are_fitted_to_the_encoder(demo):
+    _, export = demo
+    captioner = bundle.Captioner.load(export)
+    rng = np.random.default_rng(0)
+    results = captioner.caption_arrays([rng.integers(0, 255, (300, 500, 3)), rng.integers(0, 255, (40, 30))])
+    results += captioner.caption_pil([Image.new("RGBA", (123, 77), (255, 0, 0, 128)), Image.new("L", (9, 9))])
+    assert len(results) == 4 and all(r.ok and r.caption and np.isfinite(r.log_prob) for r in results)
