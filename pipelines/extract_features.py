@@ -189,5 +189,7 @@ def summary(written: dict, output: str, seconds: float) -> str:
 main = launch.entry_point(run)
 
 
+command = cli.command(main)  # the console script (setup.py)
+
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main))
+    raise SystemExit(command())

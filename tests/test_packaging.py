@@ -83,7 +83,8 @@ def wheel_names(source_copy, tmp_path_factory):
     with zipfile.ZipFile(wheels[0]) as archive:
         names = set(archive.namelist())
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    return names, metadata
+        scripts = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    return names, metadata + scripts
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,15 @@ def test_gpu_build_requires_only_cuda_tensorflow(source_copy, tmp_path):
     core = requires.split("\n[", 1)[0].split()
     assert any(r.startswith("tensorflow[and-cuda]") for r in core), core
     assert not any(r.startswith("tensorflow-cpu") for r in core), f"GPU build would install both TensorFlows: {core}"
+
+
+def test_console_scripts_run_the_python_m_entry_points(wheel_names, source_copy):
+    _, metadata = wheel_names
+    scripts = dict(re.findall(r"^(captioner-[\w-]+) = ([\w.]+):command$", metadata, re.M))
+    assert scripts == {"captioner-extract": "pipelines.extract_features", "captioner-train": "trainer.task",
+                       "captioner-caption-and-score": "pipelines.caption_and_score",
+                       "captioner-caption": "captioner.caption"}
+    for module in scripts.values():
+        with open(os.path.join(source_copy, *module.split(".")) + ".py") as handle:
+            source = handle.read()
+        assert "command = cli.command(main)" in source and 'command()' in source.split('if __name__ == "__main__":')[1]

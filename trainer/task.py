@@ -112,5 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+command = cli.command(main)  # the console script (setup.py)
+
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(command())
