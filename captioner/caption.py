@@ -14,7 +14,7 @@ import json
 import sys
 from typing import List, Optional
 
-from captioner import cli, storage
+from captioner import annotate, cli, storage
 from captioner.decoder.decoding import Decoding
 from captioner.errors import UsageError
 
@@ -35,6 +35,9 @@ def build_parser() -> cli.ArgumentParser:
                         help="GNMT length penalty alpha, 0 = none (default: the bundle's)")
     parser.add_argument("--max_length", type=int, default=None, help="longest caption in words (default: the bundle's)")
     parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores)")
+    parser.add_argument("--annotate", metavar="DIR", default=None,
+                        help="also write each captioned image to DIR (local or gs://) as a JPEG with its caption "
+                             "set under it, sized for a screen; the originals are not touched")
     return parser
 
 
@@ -67,19 +70,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: captioning needs at least 1 thread")
     paths = expand(args.images)
+    if args.annotate:
+        storage.check_folder(args.annotate, "--annotate")
     from captioner.bundle import Captioner  # imported late: TensorFlow is not needed for --help
     captioner = Captioner.load(args.model, num_threads=args.threads)
     decoding = decoding_of(args, captioner.decoding)
-    failed = 0
+    failed, pictures = 0, set()
     for result in captioner.caption_files(paths, decoding):
         if not result.ok:
             failed += 1
             print(f"{result.path}: {result.error}", file=sys.stderr, flush=True)
-        elif args.json:
+            continue
+        if args.json:
             print(json.dumps({"path": result.path, "caption": result.caption, "log_prob": result.log_prob}),
                   flush=True)
         else:
             print(f"{result.path}\t{result.caption}", flush=True)
+        if args.annotate:
+            annotate.write_captioned(result.path, result.caption, args.annotate, pictures)
+    if args.annotate:
+        print(f"{len(pictures)} captioned pictures in {args.annotate}", file=sys.stderr)
     return 1 if failed else 0
 
 

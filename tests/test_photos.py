@@ -70,3 +70,18 @@ def test_images_of_any_size_and_mode_are_fitted_to_the_encoder(demo):
     results = captioner.caption_arrays([rng.integers(0, 255, (300, 500, 3)), rng.integers(0, 255, (40, 30))])
     results += captioner.caption_pil([Image.new("RGBA", (123, 77), (255, 0, 0, 128)), Image.new("L", (9, 9))])
     assert len(results) == 4 and all(r.ok and r.caption and np.isfinite(r.log_prob) for r in results)
+
+
+def test_annotate_writes_each_picture_with_its_caption_under_it_and_leaves_the_originals(demo, tmp_path, capsys):
+    data, export = demo
+    paths = sorted(glob.glob(os.path.join(data, "images", "*.jpg")))[:2]
+    before = [open(path, "rb").read() for path in paths]
+    pictures = tmp_path / "pictures"
+    assert cli.run(caption.main, ["--model", export, "--annotate", str(pictures), *paths]) == 0
+    assert "2 captioned pictures in" in capsys.readouterr().err
+    assert [open(path, "rb").read() for path in paths] == before
+    for path in paths:
+        with Image.open(path) as original, Image.open(pictures / os.path.basename(path)) as annotated:
+            assert annotated.width == max(original.width, 320) and annotated.height > original.height + 30
+            band = np.asarray(annotated.convert("L"))[original.height:]
+            assert (band < 128).any() and (band > 250).mean() > 0.5  # dark text on a white band
