@@ -348,7 +348,8 @@ def test_real_flickr8k_images_with_the_shared_encoder(tmp_path, shared_dir, mobi
     extract_features.run(["--config", "flickr8k", "--set", f"extract.encoder={mobilenet_v1_tflite}",
                           "--images", str(data / "images" / "*.jpg"), "--captions", str(data / "captions.txt"),
                           "--splits", str(data), "--output", f"{work}/features", FN_API])
-    assert task.main(["--config", "flickr8k", *TINY_TRAINING, "--set", "train.epochs=2",
+    assert task.main(["--config", "flickr8k", *TINY_TRAINING, "--set", "train.epochs=2", "--set",
+                      "train.finetune_encoder_epochs=1", "--set", "train.self_critical_epochs=1",
                       "--features", f"{work}/features", "--job_dir", f"{work}/job",
                       "--eval_split", "none", "--verbose", "0"]) == 0
     summary = caption_and_score.run([

@@ -223,7 +223,7 @@ def test_real_processes_print_one_line_and_exit_with_the_code(demo, tmp_path):
     cases = [
         (["pipelines.extract_features", *_extract(demo, "--encoder-threads", "2")], 2,
          "did you mean --encoder_threads?"),
-        (["trainer.task", "--features", str(tmp_path), "--job_dir", str(tmp_path / "j")], 1, "manifest.json"),
+        (["trainer.task", "--features", str(tmp_path / "f"), "--job_dir", str(tmp_path / "j")], 1, "manifest.json"),
         (["pipelines.caption_and_score", "--model", str(tmp_path), "--images", "x", "--output", "o"], 1,
          "bundle.json"),
     ]
