@@ -89,7 +89,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.annotate:
             annotate.write_captioned(result.path, result.caption, args.annotate, pictures)
     if args.annotate:
-        print(f"{len(pictures)} captioned pictures in {args.annotate}", file=sys.stderr)
+        print(f"{len(pictures)} captioned picture{'' if len(pictures) == 1 else 's'} in {args.annotate}",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
