@@ -100,40 +100,35 @@ def _write_lines(lines: List[str], path: str) -> str:
     return path
 
 
-def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[str, beam.PCollection]:
-    """Adds the extraction graph to `pipeline`; returns its main PCollections (for tests)."""
-    out, cfg = settings.output, settings.config
-    images, listed_captions, refused = _images(pipeline, settings)
-    dead = []
-    if listed_captions is not None or settings.captions or settings.splits:
-        data = {}
-        if listed_captions is not None:
-            data["captions"] = listed_captions
-        elif settings.captions:
-            pairs = pipeline | "Captions" >> read.ReadCaptionPairs(settings.captions)
-            data["captions"] = pairs["pairs"]
-            refused.append(pairs[read.BAD_LINES])
-            for tag, found in (("splits", pairs["splits"]), ("coco_id", pairs["coco_ids"])):
-                if found is not None:
-                    data[tag] = found
-        if settings.splits:
-            data["splits"] = pipeline | "Splits" >> read.ReadSplits(settings.splits)
-        scheme = sources.BY_ID if listed_captions is not None else settings.key_scheme
-        joined = images | "JoinByName" >> joins.JoinByName(scheme, ambiguous_tags=tuple(data), **data)
-        dead.append(joined[DEAD_LETTER])
-        orphans = joined[joins.ORPHANS]
-        assigned = joined.images | "AssignSplit" >> beam.ParDo(AssignSplit()).with_outputs(DEAD_LETTER, main="ok")
-        dead.append(assigned[DEAD_LETTER])
-        todo = assigned.ok
-    else:
+def _to_extract(pipeline, images, listed_captions, refused: list, settings: ExtractSettings):
+    """Images joined with their captions and split (or all 'unsplit' without a caption file): (the images to
+    extract, the caption names without an image, dead letters)."""
+    if listed_captions is None and not settings.captions and not settings.splits:
         orphans = pipeline | "NoCaptionFile" >> beam.Create([])
         todo = (images | "Unsplit" >> beam.Map(lambda image: (image[0], image[1], "unsplit", (), None))
                 | "Spread" >> beam.Reshuffle())
-    skipped = pipeline | "NothingSkipped" >> beam.Create([])
-    if settings.skip_existing:
-        kept = todo | "SkipExisting" >> joins.DropExisting(_previous_ids(pipeline, settings))
-        todo, skipped = kept.images, kept[joins.SKIPPED]
+        return todo, orphans, []
+    data = {}
+    if listed_captions is not None:
+        data["captions"] = listed_captions
+    elif settings.captions:
+        pairs = pipeline | "Captions" >> read.ReadCaptionPairs(settings.captions)
+        data["captions"] = pairs["pairs"]
+        refused.append(pairs[read.BAD_LINES])
+        for tag, found in (("splits", pairs["splits"]), ("coco_id", pairs["coco_ids"])):
+            if found is not None:
+                data[tag] = found
+    if settings.splits:
+        data["splits"] = pipeline | "Splits" >> read.ReadSplits(settings.splits)
+    scheme = sources.BY_ID if listed_captions is not None else settings.key_scheme
+    joined = images | "JoinByName" >> joins.JoinByName(scheme, ambiguous_tags=tuple(data), **data)
+    assigned = joined.images | "AssignSplit" >> beam.ParDo(AssignSplit()).with_outputs(DEAD_LETTER, main="ok")
+    return assigned.ok, joined[joins.ORPHANS], [joined[DEAD_LETTER], assigned[DEAD_LETTER]]
 
+
+def _encode_and_assemble(todo, settings: ExtractSettings, dead: list):
+    """Decode, encode (RunInference) and assemble each image's record; failures join `dead`."""
+    cfg = settings.config
     decoded = todo | "DecodeImages" >> DecodeImages(settings.encoder_identity["input_size"], cfg.max_pixels)
     dead.append(decoded[DEAD_LETTER])
     handler = KeyedModelHandler(EncoderModelHandler(settings.encoder_identity, cfg.batch_size,
@@ -144,33 +139,55 @@ def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[s
     dead.append(failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
         lambda failure: [dead_letter(key[0], key[1], f"encoder failed on its batch: {failure[1]}", "encode")
                          for key, _ in failure[0]]))
-    assembled = (encoded
-                 | "Progress" >> progress.LogProgress("extract", "images encoded")
-                 | "Assemble" >> beam.ParDo(AssembleRecord(settings.cleaning, cfg.keep_images)).with_outputs(
-                     TRAIN_CAPTIONS, main="records"))
+    return (encoded
+            | "Progress" >> progress.LogProgress("extract", "images encoded")
+            | "Assemble" >> beam.ParDo(AssembleRecord(settings.cleaning, cfg.keep_images)).with_outputs(
+                TRAIN_CAPTIONS, main="records"))
 
-    by_split = assembled.records | "BySplit" >> beam.Partition(
+
+def _write_splits(records, settings: ExtractSettings):
+    """({split: its shard files}, {split: its record count}): one TFRecord sink per split."""
+    by_split = records | "BySplit" >> beam.Partition(
         lambda record, _: schema.SPLITS.index(record[0]), len(schema.SPLITS))
     written, counts = {}, {}
-    for split, records in zip(schema.SPLITS, by_split):
-        written[split] = (records
+    for split, split_records in zip(schema.SPLITS, by_split):
+        written[split] = (split_records
                           | f"Examples{split}" >> beam.Values()
                           | f"Write{split}" >> beam.io.WriteToTFRecord(
-                              storage.join(out, shard_prefix(split)), file_name_suffix=".tfrecord",
-                              num_shards=cfg.num_shards))
-        counts[split] = records | f"Count{split}" >> beam.combiners.Count.Globally()
+                              storage.join(settings.output, shard_prefix(split)), file_name_suffix=".tfrecord",
+                              num_shards=settings.config.num_shards))
+        counts[split] = split_records | f"Count{split}" >> beam.combiners.Count.Globally()
+    return written, counts
 
-    word_counts = _word_counts(pipeline, assembled[TRAIN_CAPTIONS], settings) | "AllWords" >> beam.combiners.ToList()
+
+def _write_vocabulary(pipeline, train_captions, settings: ExtractSettings):
+    """(the vocabulary's lines, the vocabulary and word-count files written)."""
+    out = settings.output
+    word_counts = _word_counts(pipeline, train_captions, settings) | "AllWords" >> beam.combiners.ToList()
     vocabulary = word_counts | "Vocabulary" >> beam.Map(lambda counts, n: text.vocabulary_lines(dict(counts), n),
-                                                        cfg.min_word_count)
+                                                        settings.config.min_word_count)
     vocabulary_file = vocabulary | "WriteVocabulary" >> beam.Map(_write_lines, storage.join(out, VOCABULARY_FILE))
     counts_file = word_counts | "WriteCounts" >> beam.Map(
         lambda counts, path: _write_lines(text.vocabulary_lines(dict(counts), 1), path),
         storage.join(out, WORD_COUNTS_FILE))
+    return vocabulary, (vocabulary_file, counts_file) | "VocabularyWritten" >> beam.Flatten()
+
+
+def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[str, beam.PCollection]:
+    """Adds the extraction graph to `pipeline`; returns its main PCollections (for tests)."""
+    images, listed_captions, refused = _images(pipeline, settings)
+    todo, orphans, dead = _to_extract(pipeline, images, listed_captions, refused, settings)
+    skipped = pipeline | "NothingSkipped" >> beam.Create([])
+    if settings.skip_existing:
+        kept = todo | "SkipExisting" >> joins.DropExisting(_previous_ids(pipeline, settings))
+        todo, skipped = kept.images, kept[joins.SKIPPED]
+    assembled = _encode_and_assemble(todo, settings, dead)
+    written, counts = _write_splits(assembled.records, settings)
+    vocabulary, vocabulary_files = _write_vocabulary(pipeline, assembled[TRAIN_CAPTIONS], settings)
     dead_letters = dead | "AllDeadLetters" >> beam.Flatten()
     dead_files = (dead_letters
                   | "DeadJson" >> beam.Map(to_json)
-                  | "WriteDeadLetters" >> beam.io.WriteToText(storage.join(out, DEAD_LETTER_PREFIX),
+                  | "WriteDeadLetters" >> beam.io.WriteToText(storage.join(settings.output, DEAD_LETTER_PREFIX),
                                                               file_name_suffix=".jsonl"))
     side = beam.pvalue.AsSingleton
     summary = {
@@ -180,8 +197,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[s
         "dead_count": side(dead_letters | "CountDead" >> beam.combiners.Count.Globally()),
         "matched_count": side(images | "CountMatched" >> beam.combiners.Count.Globally()),
         "skipped_count": side(skipped | "CountSkipped" >> beam.combiners.Count.Globally()),
-        "vocabulary": side(vocabulary), "written": beam.pvalue.AsList(
-            (vocabulary_file, counts_file) | "VocabularyWritten" >> beam.Flatten()),
+        "vocabulary": side(vocabulary), "written": beam.pvalue.AsList(vocabulary_files),
     }
     refused_lines = (refused or [pipeline | "NoRefusedLines" >> beam.Create([])]) | "Refused" >> beam.Flatten()
     for label, pcoll in (("orphans", orphans), ("refused", refused_lines)):
