@@ -8,12 +8,12 @@ refuse it), never a mix. Before a run, `prepare` refuses a finished folder
 unless `--overwrite` is given, then removes the marker first and the files it
 lists, and nothing else: a file that only looks like the stage's (a user's
 `captions-00000-of-00005.jsonl`, a shard an interrupted run left) is never
-deleted, only reported, since no marker says it is the project's. The one exception is Beam's own temporary
-folders (`beam-temp-<one of the stage's sink prefixes>-<uuid>`): a run that was
-interrupted or killed leaves them, Beam never reuses them, and the next run of the
-same stage removes them. Incremental
-runs (`--skip_existing`) write a new folder whose marker lists the earlier
-folder's files too; those lie outside the folder and are never touched.
+deleted, only reported, since no marker says it is the project's. The one
+exception is Beam's own temporary folders (`beam-temp-<one of the stage's sink
+prefixes>-<uuid>`): a run that was interrupted or killed leaves them, Beam never
+reuses them, and the next run of the same stage removes them. Incremental runs
+(`--skip_existing`) write a new folder whose marker lists the earlier folder's
+files too; those lie outside the folder and are never touched.
 """
 from __future__ import annotations
 

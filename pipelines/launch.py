@@ -82,7 +82,8 @@ class QuietBeam(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if BENIGN.search(message) or worker_errors.said_in_one_line(record, _unescape(message)):
+        if BENIGN.search(message) or (record.levelno >= logging.ERROR  # unescaped only where it may matter
+                                      and worker_errors.said_in_one_line(record, _unescape(message))):
             return False
         if record.name != WORKER_LOGGER or not message.startswith("Worker: "):
             return True

@@ -48,11 +48,9 @@ def as_one_line(error: Exception) -> Exception:
 
 
 def said_in_one_line(record: logging.LogRecord, message: str) -> bool:
-    """A log record of a failure the launcher will say in one line (so the log need not say it again)."""
+    """An error record of a failure the launcher will say in one line (so the log need not say it again)."""
     raised = record.exc_info[1] if record.exc_info else None
-    if isinstance(raised, errors.CaptionerError):
-        return True
-    return record.levelno >= logging.ERROR and user_error(message) is not None
+    return isinstance(raised, errors.CaptionerError) or user_error(message) is not None
 
 
 class _QuietStderr:

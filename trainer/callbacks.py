@@ -10,6 +10,7 @@ import time
 from typing import Mapping
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from captioner.errors import OutputError
@@ -123,7 +124,7 @@ SPACE_MARGIN_BYTES = 16 << 20
 def check_disk_space(folder: JobFolder, model: keras.Model) -> None:
     """Refuses to write checkpoints that cannot fit: HDF5 fails a write to a full disk halfway, leaving a file
     handle that crashes the process on exit (SIGSEGV), so the job stops before that with one line."""
-    weights = sum(int(v.numpy().nbytes) for v in model.weights)
+    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)  # no copies
     needed, free = SPACE_PER_WEIGHTS * weights + SPACE_MARGIN_BYTES, shutil.disk_usage(folder.local).free
     if free < needed:
         raise OutputError(f"{folder.local} has {free / 2**20:.1f} MiB free; this job's checkpoints need about "
