@@ -146,6 +146,11 @@ class Captioner:
         The images are decoded as one batch: callers batch (the caption job's RunInference does).
         `decoding` defaults to `self.decoding`, the caption config the bundle was trained with.
         """
+        return [best for best, *_ in self.rank_features(features, decoding, top=1)]
+
+    def rank_features(self, features: Mapping[str, np.ndarray], decoding: Optional[Decoding] = None,
+                      top: int = 1) -> List[List[Tuple[str, float]]]:
+        """The `top` best (caption, log-probability) per image, best first (`top` <= the beam size)."""
         if self.feature not in features:
             raise ValueError(f"this decoder consumes {self.feature!r} features, got {sorted(features)}")
         info = self.feature_info[self.feature]
@@ -157,8 +162,9 @@ class Captioner:
         if np.issubdtype(np.dtype(info["dtype"]), np.integer) and not np.issubdtype(values.dtype, np.integer):
             raise ValueError(f"{self.feature} features are stored as {info['dtype']} (quantized); pass them as "
                              f"stored, not as {values.dtype}: they are dequantized here")
-        ids, scores = self.decoder.decode(schema.dequantize(values, info), decoding or self.decoding)
-        return [(" ".join(search.ids_to_words(row, self.tokens)), float(score)) for row, score in zip(ids, scores)]
+        ids, scores = self.decoder.ranked(schema.dequantize(values, info), decoding or self.decoding, top)
+        return [[(" ".join(search.ids_to_words(row, self.tokens)), float(score)) for row, score in zip(*image)]
+                for image in zip(ids, scores)]
 
     @property
     def encoder(self):
@@ -176,14 +182,17 @@ class Captioner:
         return self.caption_features(features, decoding)
 
     # --- photos of any size (captioner/photos.py) ----------------------------------------------------
-    def caption_files(self, paths, decoding: Optional[Decoding] = None) -> List[photos.Caption]:
-        """Image files, local or gs:// -> a `photos.Caption` each (its `error` says why one has no caption)."""
-        return photos.caption_files(self, paths, decoding)
+    def caption_files(self, paths, decoding: Optional[Decoding] = None, top: int = 1) -> List[photos.Caption]:
+        """Image files, local or gs:// -> a `photos.Caption` each (its `error` says why one has no caption).
 
-    def caption_pil(self, images, decoding: Optional[Decoding] = None) -> List[photos.Caption]:
+        With `top` > 1 (at most the beam size) each result also carries the next best captions.
+        """
+        return photos.caption_files(self, paths, decoding, top=top)
+
+    def caption_pil(self, images, decoding: Optional[Decoding] = None, top: int = 1) -> List[photos.Caption]:
         """Pillow images of any mode and size -> a `photos.Caption` each."""
-        return photos.caption_pil(self, images, decoding)
+        return photos.caption_pil(self, images, decoding, top=top)
 
-    def caption_arrays(self, arrays, decoding: Optional[Decoding] = None) -> List[photos.Caption]:
+    def caption_arrays(self, arrays, decoding: Optional[Decoding] = None, top: int = 1) -> List[photos.Caption]:
         """uint8 arrays [h, w, 3] (or [h, w]) of any size -> a `photos.Caption` each."""
-        return photos.caption_arrays(self, arrays, decoding)
+        return photos.caption_arrays(self, arrays, decoding, top=top)

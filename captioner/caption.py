@@ -29,6 +29,9 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--model", required=True, help="the trainer's export folder (JOB_DIR/export), local or gs://")
     parser.add_argument("--json", action="store_true",
                         help="print JSON lines {path, caption, log_prob} instead of path<TAB>caption")
+    parser.add_argument("--top", type=int, default=1, metavar="K",
+                        help="with --json, also list the K best captions, best first, as 'top': "
+                             "[{caption, log_prob}, ...] (K at most the beam size: pair it with --beam_size)")
     parser.add_argument("--beam_size", type=int, default=None,
                         help="beam width, 1 = greedy (default: the decoding the bundle was trained with)")
     parser.add_argument("--length_penalty", type=float, default=None,
@@ -65,25 +68,46 @@ def decoding_of(args, default: Decoding) -> Decoding:
         raise UsageError(f"{error}; beam size and max length are >= 1, the length penalty a finite number >= 0")
 
 
+def check_top(args, decoding: Decoding) -> None:
+    """`--top K` lists beams, so it needs --json to print them in and a beam at least K wide."""
+    if args.top < 1:
+        raise UsageError(f"--top {args.top}: list at least the best caption (K >= 1)")
+    if args.top > 1 and not args.json:
+        raise UsageError(f"--top {args.top} lists the alternatives in JSON lines: add --json")
+    if args.top > decoding.beam_size:
+        raise UsageError(f"--top {args.top} needs a beam at least {args.top} wide (this one is "
+                         f"{decoding.beam_size}): add --beam_size {args.top}")
+
+
+def json_line(result) -> str:
+    """The JSON line of one captioned image; 'top' only when alternatives were asked for."""
+    line = {"path": result.path, "caption": result.caption, "log_prob": result.log_prob}
+    if result.alternatives:
+        line["top"] = [{"caption": caption, "log_prob": log_prob} for caption, log_prob in result.ranked]
+    return json.dumps(line)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: captioning needs at least 1 thread")
+    if args.top > 1 and not args.json:
+        check_top(args, Decoding(args.top, 0.0, 1))  # before the model loads: the flags alone are wrong
     paths = expand(args.images)
     if args.annotate:
         storage.check_folder(args.annotate, "--annotate")
     from captioner.bundle import Captioner  # imported late: TensorFlow is not needed for --help
     captioner = Captioner.load(args.model, num_threads=args.threads)
     decoding = decoding_of(args, captioner.decoding)
+    check_top(args, decoding)
     failed, pictures = 0, set()
-    for result in captioner.caption_files(paths, decoding):
+    for result in captioner.caption_files(paths, decoding, top=args.top):
         if not result.ok:
             failed += 1
             print(f"{result.path}: {result.error}", file=sys.stderr, flush=True)
             continue
         if args.json:
-            print(json.dumps({"path": result.path, "caption": result.caption, "log_prob": result.log_prob}),
-                  flush=True)
+            print(json_line(result), flush=True)
         else:
             print(f"{result.path}\t{result.caption}", flush=True)
         if args.annotate:

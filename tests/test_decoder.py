@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from captioner.config import TrainConfig
 from captioner.decoder import DECODERS, architectures, search, stepwise
+from captioner.decoder.decoding import Decoding
 from captioner.text import PAD_ID, START_ID
 from trainer import export, training
 
@@ -86,6 +87,12 @@ def test_greedy_beam_and_sampling_search_a_transformer():
     # the scores are what the whole model gives those captions: the caches followed the beams
     np.testing.assert_allclose(beam_scores, _log_probs_of(model, features, beam), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(greedy_scores, _log_probs_of(model, features, greedy), rtol=1e-4, atol=1e-4)
+    ranked, ranked_scores = decoder.ranked(features, Decoding(3, 0.0, 6), top=3)  # every beam, best first
+    np.testing.assert_array_equal(ranked[:, 0], beam)
+    assert (np.diff(ranked_scores, axis=1) <= 0).all()  # no length penalty: ranked by the log-probability
+    assert all(len({tuple(row) for row in image}) == 3 for image in ranked)  # three different captions
+    np.testing.assert_allclose(ranked_scores.ravel(), _log_probs_of(model, np.repeat(features, 3, axis=0),
+                                                                     ranked.reshape(12, 8)), rtol=1e-4, atol=1e-4)
     sampled, sampled_scores = decoder.sample(features, samples_per_image=3, max_length=6, seed=5)
     assert sampled.shape == (12, 8) and (sampled[:, 0] == START_ID).all()
     np.testing.assert_allclose(sampled_scores, _log_probs_of(model, np.repeat(features, 3, axis=0), sampled),

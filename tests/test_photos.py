@@ -85,3 +85,22 @@ def test_annotate_writes_each_picture_with_its_caption_under_it_and_leaves_the_o
             assert annotated.width == max(original.width, 320) and annotated.height > original.height + 30
             band = np.asarray(annotated.convert("L"))[original.height:]
             assert (band < 128).any() and (band > 250).mean() > 0.5  # dark text on a white band
+
+
+def test_top_lists_the_beams_best_first_and_is_refused_where_it_cannot_work(demo, capsys):
+    data, export = demo
+    paths = sorted(glob.glob(os.path.join(data, "images", "*.jpg")))[:3]
+    assert cli.run(caption.main, ["--model", export, "--json", "--beam_size", "3", "--length_penalty", "0",
+                                  "--max_length", "16", "--top", "3", *paths]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    best = bundle.Captioner.load(export).caption_files(paths, Decoding(3, 0.0, 16))
+    assert [line["caption"] for line in lines] == [r.caption for r in best]
+    for line in lines:
+        top = line["top"]
+        assert len(top) == 3 and top[0] == {"caption": line["caption"], "log_prob": line["log_prob"]}
+        assert len({entry["caption"] for entry in top}) == 3
+        assert [entry["log_prob"] for entry in top] == sorted((entry["log_prob"] for entry in top), reverse=True)
+    assert cli.run(caption.main, ["--model", export, "--top", "2", paths[0]]) == 2
+    assert "--top 2 lists the alternatives in JSON lines: add --json" in capsys.readouterr().err
+    assert cli.run(caption.main, ["--model", export, "--json", "--beam_size", "2", "--top", "3", paths[0]]) == 2
+    assert "--top 3 needs a beam at least 3 wide (this one is 2): add --beam_size 3" in capsys.readouterr().err

@@ -57,6 +57,12 @@ class SequenceDecoder:
     def beam(self, features: np.ndarray, beam_size: int, max_length: int,
              length_penalty: float) -> Tuple[np.ndarray, np.ndarray]:
         """The best beam per image: token ids [N, max_length+2] and total log-probabilities [N]."""
+        tokens, scores = self.beams(features, beam_size, max_length, length_penalty)
+        return tokens[:, 0], scores[:, 0]
+
+    def beams(self, features: np.ndarray, beam_size: int, max_length: int,
+              length_penalty: float) -> Tuple[np.ndarray, np.ndarray]:
+        """Every final beam per image, best first: token ids [N, beam_size, max_length+2], log-probs [N, beam_size]."""
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         tokens, scores = self._beam_fn(tf.convert_to_tensor(features, tf.float32), int(beam_size),
@@ -79,9 +85,22 @@ class SequenceDecoder:
 
     def decode(self, features: np.ndarray, decoding: Decoding) -> Tuple[np.ndarray, np.ndarray]:
         """Greedy or beam search as `decoding` says: token ids [N, max_length+2] and log-probabilities [N]."""
+        tokens, scores = self.ranked(features, decoding, top=1)
+        return tokens[:, 0], scores[:, 0]
+
+    def ranked(self, features: np.ndarray, decoding: Decoding, top: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The `top` best captions per image, best first: token ids [N, top, max_length+2], log-probs [N, top].
+
+        They are the final beams in the order beam search ranks them (so the first is `decode`'s caption);
+        greedy decoding has one, so `top` is at most the beam size.
+        """
+        if not 1 <= top <= decoding.beam_size:
+            raise ValueError(f"top={top}: between 1 and the beam size ({decoding.beam_size})")
         if decoding.beam_size == 1:
-            return self.greedy(features, decoding.max_length)
-        return self.beam(features, decoding.beam_size, decoding.max_length, decoding.length_penalty)
+            tokens, scores = self.greedy(features, decoding.max_length)
+            return tokens[:, None], scores[:, None]
+        tokens, scores = self.beams(features, decoding.beam_size, decoding.max_length, decoding.length_penalty)
+        return tokens[:, :top], scores[:, :top]
 
     # --- graph pieces ---------------------------------------------------------------------------
     def _start(self, features, max_length):
@@ -171,9 +190,10 @@ class SequenceDecoder:
 
         _, _, tokens, scores, _, lengths = tf.while_loop(
             cond, body, [tf.constant(0), state, tokens, scores, finished, lengths])
-        best = tf.argmax(normalise(scores, lengths), axis=-1, output_type=tf.int32)
-        tokens = tf.gather(tf.reshape(tokens, [n, k, width]), best, batch_dims=1)
-        return tokens, tf.gather(scores, best, batch_dims=1)
+        # best first; top_k puts the lower index first among equals, as argmax picks it
+        order = tf.math.top_k(normalise(scores, lengths), k=k).indices
+        tokens = tf.gather(tf.reshape(tokens, [n, k, width]), order, batch_dims=1)
+        return tokens, tf.gather(scores, order, batch_dims=1)
 
 
 def _follow(rows: tf.Tensor, parent: tf.Tensor) -> tf.Tensor:
