@@ -22,7 +22,9 @@ from captioner import config as configs
 from captioner.decoder import architectures
 from captioner.layout import EXPORT_DIR, METRICS_JSON
 from captioner.metrics import report
-from trainer import data, export, features_folder, self_critical, strategy
+from trainer import data, export, features_folder
+from trainer.distributed import strategy
+from trainer.self_critical import loop as self_critical
 from trainer.job_folder import BEST_WEIGHTS, JobFolder
 
 

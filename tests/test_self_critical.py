@@ -14,7 +14,9 @@ from captioner.decoder import architectures, search
 from captioner.decoder.decoding import Decoding
 from captioner.text import END_ID, OOV_ID, PAD_ID, START_ID
 from tests.synthetic_features import tiny_config, write_synthetic_features
-from trainer import data, evaluation, features_folder, job, rewards, self_critical
+from trainer import data, evaluation, features_folder, job
+from trainer.self_critical import loop as self_critical
+from trainer.self_critical import rewards
 from trainer.job_folder import SELF_CRITICAL_HISTORY, JobFolder
 
 VOCAB = 9

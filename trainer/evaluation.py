@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from captioner import bleu
 from captioner.decoder.decoding import Decoding
@@ -37,23 +37,34 @@ def score_captions(references: Sequence[Sequence[Sequence[str]]], hypotheses: Se
     return {"bleu": bleu.corpus_bleu(references, hypotheses), "cider_d": cider_d / len(hypotheses)}
 
 
+def caption_split(data, split: str, batch_size: int,
+                  caption_batch: Callable[[object], List[Tuple[str, float]]]) -> Iterator[Tuple[str, str, float, List]]:
+    """(image id, caption, log-prob, references) for every image of `split`, captioned a batch at a time by
+    `caption_batch(arrays) -> [(caption, log-prob)]`: the one loop of the final evaluation and the dev scores."""
+    for image_ids, arrays, refs in data.images(split, batch_size):
+        yield from ((image_id, caption, score, image_refs)
+                    for image_id, (caption, score), image_refs in zip(image_ids, caption_batch(arrays), refs))
+
+
 def evaluate(captioner, data, split: str, batch_size: int, decoding: Decoding) -> Tuple[dict, List[dict]]:
     """Captions every image of `split` (a data.CaptionData split: its stored features, or its kept images through
     the bundle's encoder) with `decoding` and scores them against its references.
 
     Returns eval.json's content and one row per image (id, caption, log-prob, references).
     """
+    def caption_batch(arrays):
+        if data.source == data_lib.IMAGES:
+            return captioner.caption_images(arrays, decoding)
+        return captioner.caption_features({captioner.feature: arrays}, decoding)
+
     started = time.time()
     references, hypotheses, rows = [], [], []
-    for image_ids, arrays, refs in data.images(split, batch_size):
-        captions = (captioner.caption_images(arrays, decoding) if data.source == data_lib.IMAGES else
-                    captioner.caption_features({captioner.feature: arrays}, decoding))
-        for image_id, (caption, score), image_refs in zip(image_ids, captions, refs):
-            rows.append({"image_id": image_id, "caption": caption, "log_prob": round(score, 4),
-                         "references": [" ".join(r) for r in image_refs]})
-            if image_refs:
-                references.append(image_refs)
-                hypotheses.append(caption.split())
+    for image_id, caption, score, image_refs in caption_split(data, split, batch_size, caption_batch):
+        rows.append({"image_id": image_id, "caption": caption, "log_prob": round(score, 4),
+                     "references": [" ".join(r) for r in image_refs]})
+        if image_refs:
+            references.append(image_refs)
+            hypotheses.append(caption.split())
     scored = score_captions(references, hypotheses)
     result = {"split": split, "images": len(hypotheses), "decoding": decoding.describe(),
               "seconds": round(time.time() - started, 2), "samples": rows[:SAMPLES_KEPT]}

@@ -2,7 +2,7 @@
 [encoder fine-tuning on the kept images] -> [self-critical epochs] -> export -> dev BLEU and CIDEr-D.
 
 Under train.strategy=multi_worker every worker process runs this; the cross-entropy epochs run in
-trainer/custom_loop.py instead of Keras's fit, and only the chief writes the job dir and exports.
+trainer/distributed/custom_loop.py instead of Keras's fit, and only the chief writes the job dir and exports.
 
 `run` is what `python -m trainer.task` calls and what tests call in-process.
 Paths may be gs://: the features are copied to a local cache and the job is
@@ -27,9 +27,10 @@ from captioner.config import Config
 from captioner.decoder import architectures
 from captioner.decoder.decoding import Decoding
 from captioner.layout import EXPORT_DIR, SUMMARY_FILE
-from trainer import (custom_loop, data, evaluation, export, features_folder, finetune, self_critical, strategy,
-                     training, worker_inputs)
-from trainer.custom_loop import CustomLoop
+from trainer import data, evaluation, export, features_folder, finetune, training
+from trainer.distributed import custom_loop, strategy, worker_inputs
+from trainer.distributed.custom_loop import CustomLoop
+from trainer.self_critical import loop as self_critical
 from trainer.grouped import GroupedDecoder
 from trainer.job_folder import ENCODER_FINETUNING, HISTORY, JobFolder
 

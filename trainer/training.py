@@ -19,7 +19,7 @@ import keras
 
 from captioner.errors import TrainingFailed
 from trainer import callbacks
-from trainer.custom_loop import CustomLoop
+from trainer.distributed.custom_loop import CustomLoop
 from trainer.job_folder import CROSS_ENTROPY, JobFolder, Phase
 
 log = logging.getLogger("trainer")

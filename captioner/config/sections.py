@@ -43,7 +43,7 @@ class ExtractConfig:
 
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")  # keras.mixed_precision policies (none = float32)
 SELECT_METRICS = ("bleu4", "cider_d")  # dev scores that can rank the epochs a job may export
-SELF_CRITICAL_REWARDS = ("bleu4", "cider_d", "mixed")  # trainer/rewards.py
+SELF_CRITICAL_REWARDS = ("bleu4", "cider_d", "mixed")  # trainer/self_critical/rewards.py
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ each, and raises the log-probability of the captions that beat the mean of the
 image's other samples (and lowers the others): the policy gradient with a
 leave-one-out baseline (Luo 2020), which needs no greedy decode and no critic.
 
-The reward (`train.self_critical_reward`, trainer/rewards.py) is a caption's
+The reward (`train.self_critical_reward`, trainer/self_critical/rewards.py) is a caption's
 gain in the corpus BLEU-4 of the step's samples, its CIDEr-D, or both.
 
 Every epoch ends with the configured caption decoding (beam size, length
@@ -40,7 +40,8 @@ from captioner.decoder import search
 from captioner.decoder.decoding import Decoding
 from captioner.metrics import cider
 from captioner.text import PAD_ID
-from trainer import callbacks, evaluation, rewards
+from trainer import callbacks, evaluation
+from trainer.self_critical import rewards
 from trainer.grouped import GroupedDecoder
 from trainer.job_folder import SELF_CRITICAL_BEST, SELF_CRITICAL_HISTORY, SELF_CRITICAL_LAST, JobFolder
 
@@ -113,14 +114,15 @@ class PolicyGradientStep:
 def dev_scores(decoder: search.SequenceDecoder, caption_data, decoding: Decoding,
                batch_size: int) -> Dict[str, object]:
     """{"dev_bleu": corpus BLEU-1..4, "dev_cider_d": CIDEr-D} on the dev split with the configured decoding."""
-    references, hypotheses = [], []
-    for _, arrays, refs in caption_data.images("dev", batch_size):
-        arrays, refs = _with_references(arrays, refs)
-        if refs:
-            ids, _ = decoder.decode(schema.dequantize(arrays, caption_data.features.info), decoding)
-            hypotheses += [search.ids_to_words(row, caption_data.features.tokens) for row in ids]
-            references += refs
-    scored = evaluation.score_captions(references, hypotheses)
+    features = caption_data.features
+
+    def caption_batch(arrays):
+        ids, scores = decoder.decode(schema.dequantize(arrays, features.info), decoding)
+        return [(" ".join(search.ids_to_words(row, features.tokens)), float(s)) for row, s in zip(ids, scores)]
+
+    captioned = [(caption.split(), refs) for _, caption, _, refs in
+                 evaluation.caption_split(caption_data, "dev", batch_size, caption_batch) if refs]
+    scored = evaluation.score_captions([refs for _, refs in captioned], [words for words, _ in captioned])
     return {"dev_bleu": scored["bleu"], "dev_cider_d": scored["cider_d"]}
 
 

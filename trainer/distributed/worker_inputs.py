@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 from captioner.errors import UsageError
-from trainer import strategy as strategy_lib
+from trainer.distributed import strategy as strategy_lib
 
 log = logging.getLogger("trainer")
 
