@@ -180,7 +180,7 @@ def generate(folder: str, num_images: int = 300, seed: int = 0) -> dict:
     return result
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="python -m captioner.demo_data",
         description="Write the generated shapes demo dataset (64x64 JPEGs, 5 captions each, "
@@ -191,7 +191,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="how many images to draw; split 70/15/15 into train/dev/test (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed; the same seed writes byte-identical files (default: %(default)s)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     result = generate(args.out_dir, args.num_images, args.seed)
     print(json.dumps(result, indent=2))
     return 0

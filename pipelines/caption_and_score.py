@@ -1,4 +1,4 @@
-"""Entry point: caption a whole image set with a trained bundle and score it with BLEU (DirectRunner or Dataflow).
+"""Entry point: caption a whole image set with a trained bundle and score it (DirectRunner or Dataflow).
 
     python -m pipelines.caption_and_score --model JOB_DIR/export --images 'PHOTOS/**' --output OUT \\
         [--references Flickr8k.token.txt] [--include Flickr_8k.testImages.txt]
@@ -7,8 +7,11 @@
     python -m pipelines.caption_and_score ... --skip_existing EARLIER_OUT --output NEW_OUT   # only new images
     python -m pipelines.caption_and_score ... --retry_dead_letters 'OUT/dead_letter-*.jsonl' --output RETRY
 
-Writes sharded captions-*.jsonl (and .parquet, .csv), dead_letter-*.jsonl, report.html and, last, bleu.json
-(scores, counts, and every file of the run) under --output. Every input is checked before the pipeline
+Writes under --output: sharded captions-*.jsonl (and .parquet, .csv), dead_letter-*.jsonl (each image
+that was not captioned, with its reason), coco_results-*.json (the official COCO evaluation's input),
+metrics.json (BLEU-1..4, METEOR, ROUGE-L and CIDEr-D in the project's and the COCO tokenization, when
+references are given), report.html (a gallery of sampled captions) and, last, bleu.json (corpus BLEU, counts,
+and every file of the run). Every input is checked before the pipeline
 starts. Flags not listed in --help (e.g. --runner, --project, --region, --temp_location, --setup_file,
 --direct_num_workers) are Beam pipeline options; any other flag is an error.
 """

@@ -5,6 +5,9 @@
     python -m pipelines.extract_features --image_list photos.csv --output OUT     # a listing file, local or gs://
     python -m pipelines.extract_features --images 'PHOTOS/**' --skip_existing OLD --output NEW   # only new images
 
+Writes under --output: <split>/records-*.tfrecord (each image's features, captions and id), vocabulary.txt
+and word_counts.txt (from the train captions), dead_letter-*.jsonl (each image that was not extracted, with
+its reason) and, last, manifest.json (the encoder, the feature shapes, counts and every file of the run).
 Every input is checked before the pipeline starts. Flags not listed in --help
 (e.g. --runner, --project, --region, --temp_location, --setup_file,
 --direct_num_workers) are Beam pipeline options; any other flag is an error.

@@ -4,7 +4,8 @@
     python -m tools.end_to_end --data FLICKR8K_DIR --config flickr8k --encoder PATH_OR_NAME
 
 Each stage runs as its own process (the same commands a user would type), so
-the table reports each stage's wall time and peak memory honestly.
+the table reports each stage's wall time and peak memory honestly. Writes features/, job/, captions/ and
+results.md (the results table) under --workdir.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from captioner.metrics import report
 DEMO_IMAGES = 1000
 
 
-def parse_args(argv: Optional[List[str]]):
+def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m tools.end_to_end", description=__doc__,
                                 formatter_class=cli.HelpFormatter)
     configs.add_config_flags(parser)
@@ -46,7 +47,11 @@ def parse_args(argv: Optional[List[str]]):
     parser.add_argument("--workers", type=int, default=2,
                         help="DirectRunner worker processes for the two Beam stages (default: %(default)s)")
     parser.add_argument("--results", default=None, help="also append the results table to this Markdown file")
-    return cli.parse_with_beam_options(parser, argv)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]]):
+    return cli.parse_with_beam_options(build_parser(), argv)
 
 
 def _caption_file(data: str, explicit: Optional[str]) -> str:

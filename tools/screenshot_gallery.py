@@ -73,14 +73,18 @@ def screenshot(report_html: str, out_png: str, width: int = 1280, height: int = 
     return str(out)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report_html")
-    parser.add_argument("out_png")
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=900)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.screenshot_gallery", description=__doc__.splitlines()[0])
+    parser.add_argument("report_html", help="a caption job's report.html")
+    parser.add_argument("out_png", help="the PNG screenshot to write")
+    parser.add_argument("--width", type=int, default=1280, help="window width in pixels (default: %(default)s)")
+    parser.add_argument("--height", type=int, default=900, help="window height in pixels (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds before giving up on Chromium")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         print(screenshot(args.report_html, args.out_png, args.width, args.height, args.timeout))
     except (ChromiumNotFound, FileNotFoundError, RuntimeError) as error:

@@ -76,7 +76,7 @@ def wait(processes: Sequence[subprocess.Popen], poll_seconds: float = 0.5) -> in
         time.sleep(poll_seconds)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m trainer.local_cluster", description=__doc__.splitlines()[0],
                                 epilog="Everything after -- goes to python -m trainer.task.")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default: %(default)s)")
@@ -84,6 +84,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="TensorFlow threads per worker (intra- and inter-op); 0 = TensorFlow's default")
     parser.add_argument("--log_dir", default=None, help="write each worker's output to LOG_DIR/worker-<i>.log "
                                                         "(default: this terminal)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args, unknown = parser.parse_known_args(argv[:split])

@@ -24,10 +24,14 @@ def describe(config: sections.Config) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m captioner.config", description=__doc__)
     files.add_config_flags(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         print(describe(files.load(args.config, args.overrides)))
     except ConfigError as error:
