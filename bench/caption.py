@@ -49,7 +49,7 @@ def check_inputs(model: str, data: str) -> None:
 
 
 def test_ids(data: str, limit) -> list:
-    from captioner import captions
+    from captioner.input_files import captions
     ids = captions.read_split_ids(os.path.join(data, TEST_LIST))
     present = [i for i in ids if os.path.exists(os.path.join(data, "images", i))]
     if not present:

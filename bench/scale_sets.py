@@ -52,7 +52,8 @@ def with_tail(raw_captions: List[str], i: int) -> List[str]:
 
 def pool(work: str) -> Tuple[List[str], Dict[str, List[str]]]:
     """The generated scenes (paths) and their raw captions, written once."""
-    from captioner import captions, demo_data
+    from captioner.input_files import captions
+    from tools import demo_data
     folder = os.path.join(work, "pool")
     if not os.path.exists(os.path.join(folder, demo_data.CAPTIONS_FILE)):
         demo_data.generate(folder, num_images=POOL, seed=5)
@@ -93,7 +94,9 @@ def features(work: str, count: int) -> str:
     if os.path.exists(os.path.join(folder, "manifest.json")):
         return folder
     import tensorflow as tf
-    from captioner import encoders, images as image_lib, schema, text
+
+    from captioner import encoders, schema, text
+    from captioner import images as image_lib
     paths, raw = pool(work)
     encoder = encoders.load_encoder("thumbnail", spatial=True)
     pixels = np.stack([image_lib.decode_image(open(p, "rb").read(), encoder.input_size) for p in paths])

@@ -23,10 +23,11 @@ from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from captioner import bundle, captions, cli, manifest, output_folder, schema, sources, storage
+from captioner import bundle, cli, manifest, output_folder, schema, storage
 from captioner import config as configs
 from captioner.decoder.decoding import Decoding
 from captioner.errors import InputError, UsageError
+from captioner.input_files import captions, listings
 from captioner.layout import BLEU_JSON, CAPTION_FILES, METRICS_JSON, REPORT_HTML
 from captioner.metrics import report
 from pipelines import launch, outcome
@@ -79,15 +80,6 @@ def build_parser() -> cli.ArgumentParser:
                         help="threads per worker for the encoder and the decoder (default: all cores; use 1 with "
                              "several local workers, e.g. --direct_num_workers=2 on 2 cores)")
     return parser
-
-
-def _key_scheme(args) -> str:
-    if args.references:
-        return captions.key_scheme(args.references)
-    if args.include:
-        names = [line.strip() for line in captions.first_lines(args.include, 3) if line.strip()]
-        return sources.key_scheme(sources.strip_bom(names[0])) if names else sources.BY_NAME
-    return sources.BY_NAME
 
 
 def _check_dead_letter_file(path: str) -> None:
@@ -143,7 +135,7 @@ def settings_from(args) -> graph.CaptionSettings:
     if args.retry_dead_letters:
         _check_dead_letter_file(storage.first_match(args.retry_dead_letters))
     if args.image_list:  # empty, or a header naming other columns: refused before anything is written
-        sources.listing_format(captions.first_listed_line(args.image_list), args.image_list)
+        listings.listing_format(captions.first_listed_line(args.image_list), args.image_list)
     for earlier in args.skip_existing:
         if earlier.rstrip("/") == args.output.rstrip("/"):
             raise UsageError("--skip_existing and --output are the same folder; write the new captions to a new "
@@ -153,8 +145,8 @@ def settings_from(args) -> graph.CaptionSettings:
         model=args.model, output=args.output, bundle=info, config=config, images=args.images,
         image_list=args.image_list, retry_dead_letters=args.retry_dead_letters, features=args.features,
         features_manifest=features_manifest, split=args.split, skip_damaged_shards=args.skip_damaged_shards,
-        references=args.references, include=args.include,
-        key_scheme=_key_scheme(args), skip_existing=list(args.skip_existing), threads=args.threads)
+        references=args.references, include=args.include, skip_existing=list(args.skip_existing), threads=args.threads,
+        key_scheme=captions.agreed_key_scheme(("--references", args.references), ("--include", args.include)))
     output_folder.prepare(args.output, BLEU_JSON, outputs.listed_files, CAPTION_FILES, args.overwrite,
                           "caption output")
     return settings

@@ -23,10 +23,11 @@ from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from captioner import annotations, captions, cli, encoders, manifest, output_folder, sources, storage
+from captioner import cli, encoders, manifest, output_folder, storage
 from captioner import config as configs
-from captioner.errors import InputError, UsageError
 from captioner.encoders import from_tflite
+from captioner.errors import InputError, UsageError
+from captioner.input_files import annotations, captions, listings
 from captioner.layout import FEATURES_ENCODER_DIR, FEATURES_FILES, MANIFEST_FILE, WORD_COUNTS_FILE
 from pipelines import launch, outcome
 from pipelines.extract import graph
@@ -75,17 +76,8 @@ def _key_scheme(args) -> str:
     if args.captions and args.splits and captions.file_format(args.captions) == annotations.KARPATHY_FORMAT:
         raise UsageError(f"--captions {args.captions} is a Karpathy split file, which says each image's split "
                          "itself; leave --splits out")
-    schemes = {}
-    if args.captions:
-        schemes["--captions"] = captions.key_scheme(args.captions)
-    if args.splits:
-        first = next(iter(sorted(captions.split_files(args.splits).values())))
-        names = [line.strip() for line in captions.first_lines(first, 3) if line.strip()]
-        schemes["--splits"] = sources.key_scheme(sources.strip_bom(names[0])) if names else sources.BY_NAME
-    if len(set(schemes.values())) > 1:
-        raise UsageError(f"--captions keys images by {schemes['--captions']} but the split lists by "
-                         f"{schemes['--splits']}; use the same keys (file names, or paths relative to the images)")
-    return next(iter(schemes.values()), sources.BY_NAME)
+    first_split = next(iter(sorted(captions.split_files(args.splits).values()))) if args.splits else None
+    return captions.agreed_key_scheme(("--captions", args.captions), ("--splits", first_split))
 
 
 def _previous(args, encoder, cleaning: str) -> Optional[dict]:
@@ -119,9 +111,9 @@ def settings_from(args) -> graph.ExtractSettings:
                           (args.retry_dead_letters, "--retry_dead_letters")):
         if pattern:
             logging.info("%s %s: first match %s", flag, pattern, storage.first_match(pattern))
-    listing = args.image_list and sources.listing_format(captions.first_listed_line(args.image_list), args.image_list)
+    listing = args.image_list and listings.listing_format(captions.first_listed_line(args.image_list), args.image_list)
     if listing and args.captions:
-        if sources.carries_captions(*listing):
+        if listings.carries_captions(*listing):
             raise UsageError("--image_list may carry captions itself; with --captions as well it is unclear which to "
                              "use: give one of them")
     float_model = _float_encoder(cfg) if cfg.float_encoder and cfg.encoder.lower().endswith(".tflite") else None

@@ -12,15 +12,16 @@ import pytest
 from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
 from PIL import Image
 
-from captioner import captions as caption_files
-from captioner import bundle, cli, demo_data, storage, text
+from captioner import bundle, cli, storage, text
 from captioner.errors import InputError
+from captioner.input_files import captions as caption_files
 from captioner.layout import BLEU_JSON, MANIFEST_FILE, METRICS_JSON, REPORT_HTML
 from captioner.metrics import java, meteor
 from pipelines import caption_and_score, extract_features
 from pipelines.caption import outputs
 from tests import coco_eval, field_formats
 from tests.synthetic_features import write_synthetic_features
+from tools import demo_data
 from trainer import task
 
 pytestmark = pytest.mark.slow  # every test here runs a pipeline, and most train a decoder

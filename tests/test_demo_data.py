@@ -7,15 +7,15 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from apache_beam.testing.util import assert_that
 from PIL import Image
 
-from captioner import captions as caption_files
-from apache_beam.testing.util import assert_that
-
-from captioner import demo_data, text
+from captioner import text
+from captioner.input_files import captions as caption_files
 from captioner.layout import SPLIT_FILES
 from pipelines.inputs.sources import ReadSplits
 from tests.conftest import in_process_pipeline
+from tools import demo_data
 
 SINGLE = re.compile(r"^(big|small) (\w+) (circle|square|triangle) (on the left|on the right|at the top|"
                     r"at the bottom|in the center)$")

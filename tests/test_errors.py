@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from captioner import cli, demo_data, storage
+from captioner import cli, storage
 from captioner.config import __main__ as config_cli
 from pipelines import caption_and_score, extract_features
 from tests.conftest import LEGACY_EXPORT, PROJECT_ROOT
 from tests.synthetic_features import write_synthetic_features
+from tools import demo_data
 from trainer import task
 
 

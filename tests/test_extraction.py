@@ -11,14 +11,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from captioner import captions as caption_files
-from captioner import config, demo_data, encoders, manifest, schema, storage, text
+from captioner import config, encoders, manifest, schema, storage, text
 from captioner.errors import InputError, OutputError, UsageError
+from captioner.input_files import captions as caption_files
 from captioner.layout import MANIFEST_FILE, SPLIT_FILES, VOCABULARY_FILE
 from pipelines import caption_and_score, extract_features
 from tests import field_formats
 from tests.conftest import LEGACY_EXPORT
 from tests.image_zoo import write_image_zoo
+from tools import demo_data
 from trainer import data as data_lib
 from trainer import features_folder
 

@@ -22,7 +22,7 @@ ENTRY_POINTS = {
     "trainer.local_cluster": ("trainer/local_cluster.py", ["worker-<i>.log"]),
     "captioner.caption": ("captioner/caption.py", ["path<TAB>caption", "JSON lines"]),
     "captioner.config": ("captioner/config/__main__.py", ["every key, its value, default and doc"]),
-    "captioner.demo_data": ("captioner/demo_data.py", ["images/", "captions.txt", "Flickr_8k.*Images.txt"]),
+    "tools.demo_data": ("tools/demo_data.py", ["images/", "captions.txt", "Flickr_8k.*Images.txt"]),
     "captioner.encoders.from_tflite": ("captioner/encoders/from_tflite.py", [".keras"]),
     "tools.end_to_end": ("tools/end_to_end.py", ["features/", "job/", "captions/", "results.md"]),
     "tools.screenshot_gallery": ("tools/screenshot_gallery.py", ["PNG"]),

@@ -10,10 +10,11 @@ import random
 
 import pytest
 
-from captioner import captions, demo_data
+from captioner.input_files import captions
 from captioner.metrics import cider, meteor, ptb, report
 from tests import coco_eval
 from tests.conftest import SHARED_DIR
+from tools import demo_data
 
 
 def _held_out(references_by_image):
@@ -61,6 +62,7 @@ def _compare(coco_scorers, references_by_image):
     return scores
 
 
+@pytest.mark.slow
 def test_equal_to_pycocoevalcap_on_the_demo_captions(coco_scorers, tmp_path):
     demo_data.generate(str(tmp_path), num_images=240, seed=3)
     references = captions.read_captions(str(tmp_path / demo_data.CAPTIONS_FILE))
@@ -68,6 +70,7 @@ def test_equal_to_pycocoevalcap_on_the_demo_captions(coco_scorers, tmp_path):
     assert 0 < scores["CIDEr-D"] and 0 < scores["METEOR"] < 1
 
 
+@pytest.mark.slow
 def test_equal_to_pycocoevalcap_on_flickr8k_test_references(coco_scorers):
     flickr = os.path.join(SHARED_DIR, "data", "flickr8k")
     if not os.path.isdir(flickr):
@@ -78,6 +81,7 @@ def test_equal_to_pycocoevalcap_on_flickr8k_test_references(coco_scorers):
     assert 0.1 < scores["BLEU-4"] < 0.5
 
 
+@pytest.mark.slow
 def test_awkward_captions_score_as_pycocoevalcap_scores_them(coco_scorers):
     """Empty and one-word captions, words no reference has, repeated words, references of one word."""
     rng = random.Random(7)

@@ -106,6 +106,7 @@ def test_sigkill_of_a_worker_then_restarting_both_resumes_from_the_chiefs_backup
     assert os.path.exists(os.path.join(job_dir, "export", MODEL_FILE))
 
 
+@pytest.mark.slow
 def test_multi_worker_without_tf_config_says_what_it_needs(synthetic, tmp_path):
     env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
     run = subprocess.run([sys.executable, "-m", "trainer.task", "--features", synthetic, "--job_dir", str(tmp_path / "j"),

@@ -1,11 +1,13 @@
 """The caption job's scoring transform: every row's CIDEr-D and the corpus scores are pycocoevalcap's, whichever
 n-grams' document frequencies come by the bounded side input and whichever by the join."""
-import pytest
 import apache_beam as beam
+import pytest
 from apache_beam.testing.util import assert_that
 
-from captioner import captions, demo_data, text
+from captioner import text
+from captioner.input_files import captions
 from pipelines.caption.scoring import ScoreCaptions
+from tools import demo_data
 
 CLEANING = "keep_articles"
 

@@ -116,6 +116,7 @@ def test_a_step_raises_the_log_probability_of_captions_with_positive_advantage()
     assert (after[0::2] - after[1::2] > before[0::2] - before[1::2]).all()
 
 
+@pytest.mark.slow
 def test_a_step_on_two_replicas_equals_the_step_on_one():
     rng = np.random.default_rng(2)
     features = rng.random((4, 2, 2, 6), np.float32)

@@ -1,4 +1,4 @@
-"""Ids and listing lines (captioner/sources.py), and what reaches the user's screen (quiet notices, worker logs)."""
+"""Ids and listing lines (captioner.input_files.listings), and what reaches the screen (notices, worker logs)."""
 import logging
 import os
 import subprocess
@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from captioner import quiet, sources
-from captioner.errors import InputError
+from captioner import quiet
+from captioner.errors import InputError, UsageError
+from captioner.input_files import captions, listings
 from pipelines import launch
 from tests.conftest import PROJECT_ROOT
 
@@ -17,33 +18,35 @@ from tests.conftest import PROJECT_ROOT
     ("data/images/*.jpg", "data/images/"), ("*.jpg", ""), ("/x/y/img_[0-9].png", "/x/y/"),
     ("/x/y/one.jpg", "/x/y/")])
 def test_the_fixed_prefix_of_a_glob(pattern, prefix):
-    assert sources.fixed_prefix(pattern) == prefix
+    assert listings.fixed_prefix(pattern) == prefix
 
 
 def test_ids_are_paths_below_the_prefix():
-    assert sources.relative_id("gs://b/photos/2019/IMG_1.jpg", "gs://b/photos/") == "2019/IMG_1.jpg"
-    assert sources.relative_id("gs://c/other/IMG_1.jpg", "gs://b/photos/") == "IMG_1.jpg"
-    assert sources.relative_id("images/a/b.jpg", "images/") == "a/b.jpg"
-    assert sources.relative_id(os.path.abspath("images/a.jpg"), "images/") == "a.jpg"
-    assert sources.join_key("2019/IMG_1.jpg", "gs://b/photos/2019/IMG_1.jpg", sources.BY_NAME) == "IMG_1.jpg"
-    assert sources.join_key("2019/IMG_1.jpg", "gs://b/photos/2019/IMG_1.jpg", sources.BY_ID) == "2019/IMG_1.jpg"
-    assert sources.key_scheme("2019/IMG_1.jpg") == sources.BY_ID and sources.key_scheme("IMG_1.jpg") == sources.BY_NAME
+    assert listings.relative_id("gs://b/photos/2019/IMG_1.jpg", "gs://b/photos/") == "2019/IMG_1.jpg"
+    assert listings.relative_id("gs://c/other/IMG_1.jpg", "gs://b/photos/") == "IMG_1.jpg"
+    assert listings.relative_id("images/a/b.jpg", "images/") == "a/b.jpg"
+    assert listings.relative_id(os.path.abspath("images/a.jpg"), "images/") == "a.jpg"
+    assert listings.join_key("2019/IMG_1.jpg", "gs://b/photos/2019/IMG_1.jpg", listings.BY_NAME) == "IMG_1.jpg"
+    assert listings.join_key("2019/IMG_1.jpg", "gs://b/photos/2019/IMG_1.jpg", listings.BY_ID) == "2019/IMG_1.jpg"
+    assert listings.key_scheme("2019/IMG_1.jpg") == listings.BY_ID
+    assert listings.key_scheme("IMG_1.jpg") == listings.BY_NAME
 
 
 def test_listing_lines_of_each_format():
-    assert sources.listing_format("\ufeffpath,caption\n") == (sources.CSV_LIST, ["path", "caption"])
-    assert sources.listing_format('{"path": "a.jpg"}\n')[0] == sources.JSONL_LIST
-    assert sources.listing_format("photos/a.jpg\n")[0] == sources.TEXT_LIST
-    parse = sources.parse_listing_line
-    assert parse("./sub/../a.jpg\r\n", sources.TEXT_LIST, [], "/lists", "l.txt") == ("a.jpg", "/lists/a.jpg", [])
-    assert parse("gs://b/a.jpg", sources.TEXT_LIST, [], "gs://b/lists", "l.txt") == ("gs://b/a.jpg", "gs://b/a.jpg", [])
-    assert parse('"a, b.jpg",A dog.', sources.CSV_LIST, ["path", "caption"], "", "l.csv") == \
+    assert listings.listing_format("\ufeffpath,caption\n") == (listings.CSV_LIST, ["path", "caption"])
+    assert listings.listing_format('{"path": "a.jpg"}\n')[0] == listings.JSONL_LIST
+    assert listings.listing_format("photos/a.jpg\n")[0] == listings.TEXT_LIST
+    parse = listings.parse_listing_line
+    assert parse("./sub/../a.jpg\r\n", listings.TEXT_LIST, [], "/lists", "l.txt") == ("a.jpg", "/lists/a.jpg", [])
+    assert parse("gs://b/a.jpg", listings.TEXT_LIST, [], "gs://b/lists", "l.txt") == ("gs://b/a.jpg", "gs://b/a.jpg", [])
+    assert parse('"a, b.jpg",A dog.', listings.CSV_LIST, ["path", "caption"], "", "l.csv") == \
         ("a, b.jpg", "a, b.jpg", ["A dog."])
-    assert parse("path,caption", sources.CSV_LIST, ["path", "caption"], "", "l.csv") is None
-    assert parse('{"uri": "x.jpg", "captions": ["a", "b"]}', sources.JSONL_LIST, [], "", "l.jsonl") == \
+    assert parse("path,caption", listings.CSV_LIST, ["path", "caption"], "", "l.csv") is None
+    assert parse('{"uri": "x.jpg", "captions": ["a", "b"]}', listings.JSONL_LIST, [], "", "l.jsonl") == \
         ("x.jpg", "x.jpg", ["a", "b"])
-    assert parse("   ", sources.TEXT_LIST, [], "", "l.txt") is None
-    for line, fmt in (("[1, 2]", sources.JSONL_LIST), ("{bad", sources.JSONL_LIST), (",only a caption", sources.CSV_LIST)):
+    assert parse("   ", listings.TEXT_LIST, [], "", "l.txt") is None
+    for line, fmt in (("[1, 2]", listings.JSONL_LIST), ("{bad", listings.JSONL_LIST),
+                      (",only a caption", listings.CSV_LIST)):
         with pytest.raises(InputError, match="l.x"):
             parse(line, fmt, ["path", "caption"], "", "l.x")
 
@@ -71,6 +74,7 @@ def test_beam_notices_are_dropped_and_worker_lines_are_plain():
     assert keep(_record("captioner.progress", logging.INFO, "extract: 10 images encoded"))
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_notices_are_hidden_and_other_stderr_kept():
     code = ("import sys, captioner, tensorflow as tf; "
             "from captioner import quiet\n"
@@ -81,3 +85,16 @@ def test_tensorflow_start_up_notices_are_hidden_and_other_stderr_kept():
     assert done.returncode == 0, done.stderr
     assert "real problem" in done.stderr
     assert not quiet.NOTICES.search(done.stderr), done.stderr  # nor the absl / oneDNN lines of `import tensorflow`
+
+
+def test_both_jobs_take_one_key_scheme_that_caption_and_names_files_agree_on(tmp_path):
+    by_name, by_path, names = tmp_path / "by_name.txt", tmp_path / "by_path.txt", tmp_path / "names.txt"
+    by_name.write_text("a.jpg#0\tA dog.\n")
+    by_path.write_text("2019/a.jpg#0\tA dog.\n")
+    names.write_text("\ufeffa.jpg\nb.jpg\n")
+    agreed = captions.agreed_key_scheme
+    assert agreed(("--references", None), ("--include", None)) == listings.BY_NAME
+    assert agreed(("--references", str(by_path)), ("--include", None)) == listings.BY_ID
+    assert agreed(("--captions", str(by_name)), ("--splits", str(names))) == listings.BY_NAME
+    with pytest.raises(UsageError, match="--references keys images by id but --include by name; use the same keys"):
+        agreed(("--references", str(by_path)), ("--include", str(names)))

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from captioner import bundle, demo_data, schema, storage
+from captioner import bundle, schema, storage
 from captioner import manifest as manifest_lib
 from captioner.layout import BLEU_JSON, BUNDLE_FILE
 from pipelines import caption_and_score, extract_features
@@ -24,6 +24,7 @@ from pipelines.caption import outputs
 from tests.conftest import PROJECT_ROOT
 from tests.fault_proxy import FaultProxy
 from tests.test_captioning import TINY_TRAINING
+from tools import demo_data
 from trainer import task
 
 pytestmark = pytest.mark.slow

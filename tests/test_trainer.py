@@ -303,6 +303,7 @@ def test_help_lists_every_flag(capsys):
         assert flag in text, flag
 
 
+@pytest.mark.slow
 def test_a_loss_that_becomes_nan_fails_the_job_and_exports_nothing(tmp_path):
     features = str(tmp_path / "features")
     write_synthetic_features(features, 60, 12, 12)

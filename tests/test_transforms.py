@@ -10,8 +10,9 @@ from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.testing.util import assert_that, equal_to
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-from captioner import captions as caption_files
-from captioner import schema, sources, text
+from captioner import schema, text
+from captioner.input_files import captions as caption_files
+from captioner.input_files import listings
 from pipelines.caption.graph import MakeRow
 from pipelines.caption.sample import GallerySample
 from pipelines.extract.records import AssembleRecord, AssignSplit
@@ -37,6 +38,7 @@ def test_images_from_a_glob_are_keyed_by_their_path_below_its_fixed_prefix(tmp_p
             [("2019/IMG_0001.jpg", paths[0]), ("2020/IMG_0001.jpg", paths[1]), ("top.jpg", paths[2])]))
 
 
+@pytest.mark.slow
 def test_listing_files_in_three_formats_give_ids_paths_and_captions(tmp_path):
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "plain.txt").write_text("\ufeffa/x.jpg\r\n\r\ngs://bucket/y.jpg\n", encoding="utf-8")
@@ -62,7 +64,7 @@ def test_join_by_name_gives_each_image_its_data_and_reports_ambiguous_names(tmp_
     with in_process_pipeline() as p:
         captions = p | "Captions" >> Create([("a.jpg", "an a"), ("b.jpg", "a b"), ("b.jpg", "b again"),
                                              ("gone.jpg", "no image")])
-        joined = p | Create(images) | joins.JoinByName(sources.BY_NAME, ambiguous_tags=("captions",),
+        joined = p | Create(images) | joins.JoinByName(listings.BY_NAME, ambiguous_tags=("captions",),
                                                        captions=captions)
         kept = joined.images | Map(lambda e: (e[0], sorted(e[2]["captions"])))
         assert_that(kept, equal_to([("b.jpg", ["a b", "b again"]), ("c/c.jpg", []), ("d/d.jpg", []),
@@ -80,7 +82,7 @@ def test_join_by_name_keeps_only_included_images_and_counts_the_others():
     with in_process_pipeline() as p:
         include = p | "Include" >> Create([("x/a.jpg", True)])
         joined = (p | Create([("x/a.jpg", "/p/x/a.jpg"), ("x/b.jpg", "/p/x/b.jpg")])
-                  | joins.JoinByName(sources.BY_ID, required="include", include=include))
+                  | joins.JoinByName(listings.BY_ID, required="include", include=include))
         assert_that(joined.images | Map(lambda e: e[0]), equal_to(["x/a.jpg"]), label="kept")
         assert_that(joined[joins.EXCLUDED], equal_to(["x/b.jpg"]), label="excluded")
 
@@ -128,6 +130,7 @@ def test_caption_files_with_a_bom_crlf_blank_lines_and_bad_lines(tmp_path):
         assert_that(csv[read.BAD_LINES], equal_to(["lonely"]), label="csv refused")
 
 
+@pytest.mark.slow
 def test_coco_and_karpathy_files_give_captions_splits_and_coco_ids(tmp_path):
     captions = {"COCO_val2014_000000000042.jpg": ["A man riding a wave.", "A surfer, on a wave"],
                 "COCO_val2014_000000000073.jpg": ["Two dogs play."], "COCO_val2014_000000000074.jpg": ["A cat."],
@@ -151,7 +154,7 @@ def test_coco_and_karpathy_files_give_captions_splits_and_coco_ids(tmp_path):
                     label="karpathy splits")
         assert_that(from_karpathy["coco_ids"], equal_to(list(ids.items())), label="karpathy ids")
     assert from_coco["splits"] is None
-    assert caption_files.key_scheme(coco) == caption_files.key_scheme(karpathy) == sources.BY_NAME
+    assert caption_files.key_scheme(coco) == caption_files.key_scheme(karpathy) == listings.BY_NAME
 
 
 def test_a_json_caption_file_in_neither_format_is_refused_before_the_job(tmp_path):

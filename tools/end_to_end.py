@@ -18,11 +18,12 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from captioner import cli, interrupts, storage
 from captioner import config as configs
-from captioner import cli, interrupts, demo_data, storage
 from captioner.errors import InputError, UsageError
 from captioner.layout import BLEU_JSON, EXPORT_DIR, METRICS_JSON, REPORT_HTML, SPLIT_FILES
 from captioner.metrics import report
+from tools import demo_data
 
 DEMO_IMAGES = 1000
 

@@ -18,9 +18,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from captioner import bleu, manifest, schema, sources, text
+from captioner import bleu, manifest, schema, text
 from captioner.config import Config
 from captioner.decoder.decoding import Decoding
+from captioner.input_files import listings
 from pipelines import progress
 from pipelines.caption import outputs
 from pipelines.caption.captioner_handler import FEATURES, IMAGES, CaptionerModelHandler
@@ -48,7 +49,7 @@ class CaptionSettings:
     skip_damaged_shards: bool = False  # go on past a features shard that fails its checks, counting what it held
     references: Optional[str] = None
     include: Optional[str] = None   # a file of the names (or ids) to caption; None: every image
-    key_scheme: str = sources.BY_NAME  # what the references and include files key images by
+    key_scheme: str = listings.BY_NAME  # what the references and include files key images by
     skip_existing: List[str] = dataclasses.field(default_factory=list)  # earlier output folders
     threads: Optional[int] = None   # per worker, for the encoder and the decoder (None: all cores)
 
@@ -65,15 +66,8 @@ def _first(values):
 def _image_inputs(pipeline, settings: CaptionSettings):
     """Images with their references: (id, path, raw references, COCO id), what the join refused, and the matched
     images."""
-    refused, listed_refs = [], None
-    if settings.image_list:
-        listed = pipeline | "ImageList" >> read.ImagesFromListing(settings.image_list)
-        images, listed_refs = listed["images"], listed["captions"]
-        refused.append(listed[read.BAD_LINES])
-    elif settings.retry_dead_letters:
-        images = pipeline | "DeadLetters" >> read.ImagesFromDeadLetters(settings.retry_dead_letters)
-    else:
-        images = pipeline | "MatchImages" >> read.ImagesFromPattern(settings.images)
+    images, listed_refs, refused = read.read_images(pipeline, settings.image_list, settings.retry_dead_letters,
+                                                    settings.images)
     data, scheme = {}, settings.key_scheme
     if settings.references:
         pairs = pipeline | "References" >> read.ReadCaptionPairs(settings.references)
@@ -82,7 +76,7 @@ def _image_inputs(pipeline, settings: CaptionSettings):
         if pairs["coco_ids"] is not None:
             data["coco_id"] = pairs["coco_ids"]
     elif listed_refs is not None:
-        data["references"], scheme = listed_refs, sources.BY_ID
+        data["references"], scheme = listed_refs, listings.BY_ID
     if settings.include:
         data["include"] = pipeline | "Include" >> read.ReadNames(settings.include, True)
     if not data:

@@ -21,13 +21,14 @@ from typing import Dict, List, Optional
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from captioner import manifest, schema, sources, storage, text
-from captioner.images import KEPT_JPEG_QUALITY
+from captioner import manifest, schema, storage, text
 from captioner.config import ExtractConfig, TextConfig
+from captioner.images import KEPT_JPEG_QUALITY
+from captioner.input_files import listings
 from captioner.layout import DEAD_LETTER_PREFIX, VOCABULARY_FILE, WORD_COUNTS_FILE, shard_prefix
 from pipelines import progress
 from pipelines.extract.encoder_handler import EncoderModelHandler
-from pipelines.extract.records import AssembleRecord, AssignSplit, TRAIN_CAPTIONS
+from pipelines.extract.records import TRAIN_CAPTIONS, AssembleRecord, AssignSplit
 from pipelines.inputs import joins
 from pipelines.inputs import sources as read
 from pipelines.inputs.dead_letters import DEAD_LETTER, dead_letter, to_json
@@ -50,20 +51,10 @@ class ExtractSettings:
     retry_dead_letters: Optional[str] = None  # dead-letter files of an earlier run: extract those images again
     captions: Optional[str] = None
     splits: Optional[str] = None
-    key_scheme: str = sources.BY_NAME        # what the caption and split files key images by (name or id)
+    key_scheme: str = listings.BY_NAME        # what the caption and split files key images by (name or id)
     skip_existing: Optional[str] = None      # a features folder: its images are not extracted again, its shards kept
     previous_manifest: Optional[Dict] = None  # that folder's manifest, read (and checked) by the entry point
     encoder_threads: Optional[int] = None
-
-
-def _images(pipeline, settings: ExtractSettings):
-    """(id, path) of every input image, the captions a listing file carries (else None), refused listing lines."""
-    if settings.image_list:
-        listed = pipeline | "ImageList" >> read.ImagesFromListing(settings.image_list)
-        return listed["images"], listed["captions"], [listed[read.BAD_LINES]]
-    if settings.retry_dead_letters:
-        return pipeline | "DeadLetters" >> read.ImagesFromDeadLetters(settings.retry_dead_letters), None, []
-    return pipeline | "MatchImages" >> read.ImagesFromPattern(settings.images), None, []
 
 
 def _sample(pcoll, label: str):
@@ -120,7 +111,7 @@ def _to_extract(pipeline, images, listed_captions, refused: list, settings: Extr
                 data[tag] = found
     if settings.splits:
         data["splits"] = pipeline | "Splits" >> read.ReadSplits(settings.splits)
-    scheme = sources.BY_ID if listed_captions is not None else settings.key_scheme
+    scheme = listings.BY_ID if listed_captions is not None else settings.key_scheme
     joined = images | "JoinByName" >> joins.JoinByName(scheme, ambiguous_tags=tuple(data), **data)
     assigned = joined.images | "AssignSplit" >> beam.ParDo(AssignSplit()).with_outputs(DEAD_LETTER, main="ok")
     return assigned.ok, joined[joins.ORPHANS], [joined[DEAD_LETTER], assigned[DEAD_LETTER]]
@@ -175,7 +166,8 @@ def _write_vocabulary(pipeline, train_captions, settings: ExtractSettings):
 
 def build_pipeline(pipeline: beam.Pipeline, settings: ExtractSettings) -> Dict[str, beam.PCollection]:
     """Adds the extraction graph to `pipeline`; returns its main PCollections (for tests)."""
-    images, listed_captions, refused = _images(pipeline, settings)
+    images, listed_captions, refused = read.read_images(pipeline, settings.image_list, settings.retry_dead_letters,
+                                                        settings.images)
     todo, orphans, dead = _to_extract(pipeline, images, listed_captions, refused, settings)
     skipped = pipeline | "NothingSkipped" >> beam.Create([])
     if settings.skip_existing:
@@ -226,7 +218,7 @@ def _write_manifest(_, settings: ExtractSettings, dead_files, dead_count: int, m
                 "captions_without_images": {"count": orphans_count, "examples": sorted(orphans_sample)},
                 "caption_lines_refused": {"count": refused_count, "examples": sorted(refused_sample)},
                 "images": settings.images or settings.image_list or settings.retry_dead_letters,
-                "ids": "path relative to " + sources.fixed_prefix(settings.images) if settings.images
+                "ids": "path relative to " + listings.fixed_prefix(settings.images) if settings.images
                 else "path as listed"}
     body = manifest.build(
         settings.encoder_identity, settings.feature_info,

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from captioner import sources
+from captioner.input_files import listings
 from pipelines.inputs.dead_letters import DEAD_LETTER, NAMESPACE, dead_letter
 
 IMAGES = "images"
@@ -57,7 +57,7 @@ class _Assign(beam.DoFn):
 class JoinByName(beam.PTransform):
     """(id, path, ...) images + {tag: (key, value)} -> (id, path, ..., {tag: [values]}) per image.
 
-    `scheme` says what the data files key images by (sources.BY_NAME or BY_ID). An image
+    `scheme` says what the data files key images by (listings.BY_NAME or BY_ID). An image
     without `required` data goes to EXCLUDED; several images sharing a key that has
     `ambiguous_tags` data all become dead letters naming each other; keys with such data
     but no image go to ORPHANS.
@@ -69,7 +69,7 @@ class JoinByName(beam.PTransform):
 
     def expand(self, images):
         scheme = self.scheme
-        keyed = images | "KeyBy" >> beam.Map(lambda image: (sources.join_key(image[0], image[1], scheme), image))
+        keyed = images | "KeyBy" >> beam.Map(lambda image: (listings.join_key(image[0], image[1], scheme), image))
         joined = {IMAGES: keyed, **self.data} | "Join" >> beam.CoGroupByKey()
         return joined | "Assign" >> beam.ParDo(_Assign(list(self.data), self.ambiguous_tags, self.required)) \
             .with_outputs(DEAD_LETTER, ORPHANS, EXCLUDED, main=IMAGES)

@@ -1,6 +1,6 @@
 """Where a pipeline's images and captions come from, as PCollections read in parallel.
 
-Images are (id, path) pairs (ids in captioner/sources.py): from a glob, from
+Images are (id, path) pairs (ids in captioner/input_files/listings.py): from a glob, from
 listing files, or from the dead letters of an earlier run (to retry them).
 Caption, split and include files become (key, value) pairs keyed as the file
 keys images (file name or id), ready for `joins.JoinByName`; nothing per image
@@ -12,15 +12,15 @@ import io
 import json
 import os
 import posixpath
-from typing import Dict
+from typing import Dict, Optional
 
 import apache_beam as beam
 from apache_beam.io import fileio
 
-from captioner import annotations
-from captioner import captions as caption_files
-from captioner import sources, storage
+from captioner import storage
 from captioner.errors import InputError
+from captioner.input_files import annotations, listings
+from captioner.input_files import captions as caption_files
 
 BAD_LINES = "bad_lines"  # caption-file lines that are not captions
 
@@ -33,10 +33,10 @@ class ImagesFromPattern(beam.PTransform):
         self.pattern = pattern
 
     def expand(self, pipeline):
-        prefix = sources.fixed_prefix(self.pattern)
+        prefix = listings.fixed_prefix(self.pattern)
         return (pipeline
                 | "Match" >> fileio.MatchFiles(self.pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
-                | "Id" >> beam.Map(lambda metadata: (sources.relative_id(metadata.path, prefix), metadata.path)))
+                | "Id" >> beam.Map(lambda metadata: (listings.relative_id(metadata.path, prefix), metadata.path)))
 
 
 def _folder(path: str) -> str:
@@ -50,7 +50,7 @@ class _ParseListingLine(beam.DoFn):
     def process(self, element):
         filename, line = element
         try:
-            entry = sources.parse_listing_line(line, self.fmt, self.header, _folder(filename), filename)
+            entry = listings.parse_listing_line(line, self.fmt, self.header, _folder(filename), filename)
         except InputError:
             yield beam.pvalue.TaggedOutput(BAD_LINES, line[:200])
             return
@@ -65,7 +65,7 @@ class ImagesFromListing(beam.PTransform):
     def __init__(self, listing: str):
         super().__init__()
         self.listing = listing
-        self.format, self.header = sources.listing_format(caption_files.first_listed_line(listing), listing)
+        self.format, self.header = listings.listing_format(caption_files.first_listed_line(listing), listing)
 
     def expand(self, pipeline):
         entries = (pipeline
@@ -74,7 +74,7 @@ class ImagesFromListing(beam.PTransform):
                        BAD_LINES, main="entries"))
         images = entries.entries | "Images" >> beam.Map(lambda e: (e[0], e[1])) | "OnceEach" >> beam.Distinct()
         captions = None  # a listing without a caption column leaves the captions to a caption file
-        if sources.carries_captions(self.format, self.header):
+        if listings.carries_captions(self.format, self.header):
             captions = entries.entries | "Captions" >> beam.FlatMap(lambda e: [(e[0], c) for c in e[2]])
         return {"images": images, "captions": captions, BAD_LINES: entries[BAD_LINES]}
 
@@ -92,6 +92,20 @@ class ImagesFromDeadLetters(beam.PTransform):
                 | "Parse" >> beam.Map(json.loads)
                 | "Image" >> beam.Map(lambda record: (record["image_id"], record["path"]))
                 | "OnceEach" >> beam.Distinct())
+
+
+def read_images(pipeline, image_list: Optional[str], retry_dead_letters: Optional[str], pattern: Optional[str]):
+    """Both jobs' images from the one source given: a listing file, dead letters to retry, or a glob.
+
+    Returns the (id, path) PCollection, the captions a listing file carries (else None) and the PCollections
+    of refused listing lines (to be dead letters).
+    """
+    if image_list:
+        listed = pipeline | "ImageList" >> ImagesFromListing(image_list)
+        return listed["images"], listed["captions"], [listed[BAD_LINES]]
+    if retry_dead_letters:
+        return pipeline | "DeadLetters" >> ImagesFromDeadLetters(retry_dead_letters), None, []
+    return pipeline | "MatchImages" >> ImagesFromPattern(pattern), None, []
 
 
 class _ParseCaptionLine(beam.DoFn):
@@ -175,7 +189,7 @@ class ReadNames(beam.PTransform):
         value = self.value
         return (pipeline
                 | "Read" >> beam.io.ReadFromText(self.path)
-                | "Names" >> beam.FlatMap(lambda line: [(sources.strip_bom(line).strip(), value)]
+                | "Names" >> beam.FlatMap(lambda line: [(listings.strip_bom(line).strip(), value)]
                                           if line.strip() else []))
 
 

@@ -9,7 +9,7 @@ the real dataset's (`images/`, a token-format `captions.txt`, the three split
 lists), so every stage runs on it unchanged. The same seed gives byte-identical
 files; `folder` may be local or `gs://`.
 
-    python -m captioner.demo_data /tmp/demo --num_images 300 --seed 0
+    python -m tools.demo_data /tmp/demo --num_images 300 --seed 0
 """
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def generate(folder: str, num_images: int = 300, seed: int = 0) -> dict:
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
-        prog="python -m captioner.demo_data",
+        prog="python -m tools.demo_data",
         description="Write the generated shapes demo dataset (64x64 JPEGs, 5 captions each, "
                     "train/dev/test split lists) in the Flickr8k layout.")
     parser.add_argument("out_dir", metavar="OUT_DIR",

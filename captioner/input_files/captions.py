@@ -18,8 +18,9 @@ from typing import Dict, List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from captioner import annotations, sources, storage
-from captioner.errors import InputError
+from captioner import storage
+from captioner.errors import InputError, UsageError
+from captioner.input_files import annotations, listings
 from captioner.layout import SPLIT_FILES
 
 TOKEN_FORMAT = "flickr8k-token"
@@ -44,11 +45,11 @@ def file_format(path: str) -> str:
     if fmt:
         _check_json(path)
         return fmt
-    if sources.strip_bom(head).lstrip().startswith("{"):
+    if listings.strip_bom(head).lstrip().startswith("{"):
         raise CaptionFileError(f"{path} is JSON but names no 'images' in its first {annotations.HEAD_BYTES} bytes: "
                                "a caption file in JSON is a COCO caption annotation file or a Karpathy split file "
                                "(a JSONL listing of images goes to --image_list)")
-    lines = [line for line in head.splitlines() if sources.strip_bom(line).strip()]  # blank lines are fine
+    lines = [line for line in head.splitlines() if listings.strip_bom(line).strip()]  # blank lines are fine
     return detect_format(lines[0] if lines else "", path)
 
 
@@ -64,7 +65,7 @@ def _check_json(path: str) -> None:
 
 def detect_format(first_line: str, path: str) -> str:
     """Tells the token file (`<image>#<n><TAB><caption>`) from a CSV with an `image,caption` header."""
-    first_line = sources.strip_bom(first_line)
+    first_line = listings.strip_bom(first_line)
     if not first_line.strip():
         raise CaptionFileError(f"{path} is empty; a caption file holds '<image>#<n><TAB><caption>' lines or an "
                                "'image,caption' CSV header and rows, or is a COCO or Karpathy JSON file")
@@ -80,7 +81,7 @@ def detect_format(first_line: str, path: str) -> str:
 
 def parse_line(line: str, fmt: str) -> Optional[Tuple[str, str]]:
     """One caption line -> (image key, raw caption); None for blank lines and the CSV header."""
-    line = sources.strip_bom(line)
+    line = listings.strip_bom(line)
     if not line.strip():
         return None
     if fmt == TOKEN_FORMAT:
@@ -113,21 +114,41 @@ def first_listed_line(pattern: str) -> str:
     format can be read; InputError when every one is empty (a listing of nothing is a mistake, not a job)."""
     for path in storage.match(pattern):
         with io.TextIOWrapper(FileSystems.open(path), encoding="utf-8", errors="replace") as handle:
-            line = next((line for line in handle if sources.strip_bom(line).strip()), "")
+            line = next((line for line in handle if listings.strip_bom(line).strip()), "")
         if line:
             return line
     raise InputError(f"--image_list {pattern} is empty: it lists no image; give a listing with one image a line")
 
 
 def key_scheme(path: str) -> str:
-    """sources.BY_ID when a caption file keys images by path, BY_NAME when by file name (from its first keys;
+    """listings.BY_ID when a caption file keys images by path, BY_NAME when by file name (from its first keys;
     COCO and Karpathy files key by file name)."""
     if file_format(path) in annotations.FORMATS:
-        return sources.BY_NAME
-    lines = [line for line in first_lines(path, 8) if sources.strip_bom(line).strip()][:3]  # blank lines are fine
+        return listings.BY_NAME
+    lines = [line for line in first_lines(path, 8) if listings.strip_bom(line).strip()][:3]  # blank lines are fine
     fmt = detect_format(lines[0] if lines else "", path)
     keys = [parsed[0] for parsed in (parse_line(line, fmt) for line in lines) if parsed]
-    return sources.key_scheme(keys[0]) if keys else sources.BY_NAME
+    return listings.key_scheme(keys[0]) if keys else listings.BY_NAME
+
+
+def names_key_scheme(path: str) -> str:
+    """What a names file (a split list, an include file) keys images by, from its first name."""
+    names = [line.strip() for line in first_lines(path, 3) if line.strip()]
+    return listings.key_scheme(listings.strip_bom(names[0])) if names else listings.BY_NAME
+
+
+def agreed_key_scheme(caption_file: Tuple[str, Optional[str]], names_file: Tuple[str, Optional[str]]) -> str:
+    """What a job's caption file and names file key images by (BY_NAME when neither is given); both stages
+    join on one key, so the two must agree. Each argument is (its flag, its path or None)."""
+    schemes = {}
+    if caption_file[1]:
+        schemes[caption_file[0]] = key_scheme(caption_file[1])
+    if names_file[1]:
+        schemes[names_file[0]] = names_key_scheme(names_file[1])
+    if len(set(schemes.values())) > 1:
+        raise UsageError(f"{caption_file[0]} keys images by {schemes[caption_file[0]]} but {names_file[0]} by "
+                         f"{schemes[names_file[0]]}; use the same keys (file names, or paths relative to the images)")
+    return next(iter(schemes.values()), listings.BY_NAME)
 
 
 def read_captions(path: str) -> Dict[str, List[str]]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, Mapping, Tuple
 
-from captioner import sources
 from captioner.errors import InputError
+from captioner.input_files import listings
 
 COCO_FORMAT = "coco"
 KARPATHY_FORMAT = "karpathy"
@@ -29,7 +29,7 @@ Entry = Tuple[str, str, object]  # (kind, image file name, value); BAD: ("bad", 
 def detect(head: str) -> "str | None":
     """COCO_FORMAT or KARPATHY_FORMAT for a file whose text starts with `head`; None when it is not a JSON
     object naming "images" (both formats do, early)."""
-    head = sources.strip_bom(head).lstrip()
+    head = listings.strip_bom(head).lstrip()
     if not head.startswith("{") or '"images"' not in head:
         return None
     return KARPATHY_FORMAT if '"sentences"' in head else COCO_FORMAT
