@@ -18,7 +18,8 @@ CONSOLE_SCRIPTS = {"captioner-extract": "pipelines.extract_features", "captioner
 setup(
     name="beam-image-captioner",
     version="0.1.0",
-    description="Distributed image captioning: Beam feature extraction, MirroredStrategy training, Beam captioning and BLEU.",
+    description=("Distributed image captioning: Beam feature extraction, tf.distribute training with encoder "
+                 "fine-tuning, Beam captioning scored with BLEU, METEOR, ROUGE-L and CIDEr-D."),
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["captioner", "captioner.*", "configs", "pipelines", "pipelines.*", "trainer", "trainer.*"]),
     package_data={"configs": ["*.yaml"]},
