@@ -175,7 +175,7 @@ def report(pipelines: list, old: dict, command: str, facts: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser():
     parser = harness.argument_parser("caption", __doc__)
     parser.add_argument("--model", required=True, metavar="EXPORT_DIR",
                         help="a trained bundle: the export/ folder of `python -m trainer.task` (JOB_DIR/export)")
@@ -201,7 +201,11 @@ def main() -> None:
                              "(default: a temporary folder, removed at the end)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write every measurement here as JSON")
     harness.add_measure_flags(parser, "--_ids")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.model, args.data = os.path.abspath(args.model), os.path.abspath(args.data)
     if harness.serve_measure(args, {"classic": measure_classic}):
         return

@@ -182,7 +182,6 @@ def report(results: dict, command: str, facts: dict) -> str:
     a, b, c, d = results["a"], results["b"], results["c"], results["d"]
     a_first, a_later = _epoch_seconds(a["epochs"])
     b_first, b_later = _epoch_seconds(b["epochs"])
-    same = sum(1 for i, caption in c["captions"].items() if d["captions"].get(i) == caption)
     lines = [
         "## Training and greedy decoding: the trainer vs the classic merge-model tutorial",
         "",
@@ -218,6 +217,15 @@ def report(results: dict, command: str, facts: dict) -> str:
             ["(d)/(c) greedy captions/s", f"{decode:.0f}x", f">= {TARGETS['decode_speedup']:.0f}x",
              harness.met(decode >= TARGETS["decode_speedup"])]]),
         "",
+        *_notes(a, c, d),
+    ]
+    return "\n".join(lines)
+
+
+def _notes(a: dict, c: dict, d: dict) -> list:
+    """What the table's losses are, the two models and how decoding was timed."""
+    same = sum(1 for i, caption in c["captions"].items() if d["captions"].get(i) == caption)
+    return [
         "¹ (a)'s dev loss: the mean categorical cross-entropy per prefix -> next-word sample, over all "
         f"{a['dev_samples']} prefix samples of the dev captions (Keras's loss, weighted by batch size). "
         "² (b)'s: trainer.training.CaptionLoss, the next-word cross-entropy summed over each whole dev caption's "
@@ -237,7 +245,6 @@ def report(results: dict, command: str, facts: dict) -> str:
         f"identical captions on {same} of {c['images']} images. Decoding time grows with caption length: "
         "a model trained too briefly may stop at once (0 words) and make both look fast.",
     ]
-    return "\n".join(lines)
 
 
 def main() -> None:
