@@ -1,4 +1,4 @@
-"""captioner.bleu and the Beam CorpusBleuFn agree with nltk's corpus_bleu.
+"""captioner.metrics.bleu and the Beam CorpusBleuFn agree with nltk's corpus_bleu.
 
 nltk is the reference: random corpora over a tiny vocabulary (so 3- and
 4-gram matches happen), 0-12 tokens per sentence, 1-5 references each, plus the
@@ -13,7 +13,7 @@ import pytest
 from apache_beam.testing.util import assert_that
 from nltk.translate import bleu_score as nltk_bleu
 
-from captioner import bleu
+from captioner.metrics import bleu
 from pipelines.caption.bleu_combine import CorpusBleuFn
 from tests.conftest import in_process_pipeline
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import List, Sequence
 
-from captioner import bleu
+from captioner.metrics import bleu
 
 ORDERS = 4
 SIZE = 2 * ORDERS + 2

@@ -2,7 +2,7 @@
 
 Corpus BLEU is not a mean of sentence scores, but its statistics (clipped
 n-gram matches, n-gram counts, lengths) are plain sums. So each worker sums
-`captioner.bleu.sentence_stats` over its bundle, Beam merges the partial sums
+`captioner.metrics.bleu.sentence_stats` over its bundle, Beam merges the partial sums
 in any grouping and order, and the score is combined once at the end: the
 result is exactly nltk's `corpus_bleu` over the whole PCollection.
 """
@@ -12,7 +12,7 @@ from typing import Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
 
-from captioner import bleu
+from captioner.metrics import bleu
 
 # Accumulator: the summed sentence statistics, then the number of sentences.
 Accumulator = List[int]

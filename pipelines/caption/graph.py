@@ -18,7 +18,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from captioner import bleu, manifest, schema, sources, text
+from captioner import manifest, schema, sources, text
+from captioner.metrics import bleu
 from captioner.config import Config
 from captioner.decoder.decoding import Decoding
 from pipelines import progress
