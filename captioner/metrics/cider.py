@@ -5,31 +5,39 @@ whose references hold the n-gram), clipped cosine similarity with each reference
 length difference (sigma 6; pycocoevalcap measures "length" in bigrams, kept here), the mean over orders and
 references, times 10. The corpus score is the mean over captions. The document frequencies are the only
 thing that needs the whole set: the caption job computes them with a combine and joins them back by n-gram.
+N-grams are counted once per sentence as fingerprints (ngrams.py).
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Dict, Iterable, List, Mapping, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Sequence, Set
 
-ORDERS = 4
+from captioner.metrics import ngrams
+
+ORDERS = ngrams.ORDERS
 SIGMA = 6.0
-Ngram = Tuple[str, ...]
+Ngram = int  # an n-gram's fingerprint (ngrams.py)
+Counts = List[Counter]  # per order, the n-gram fingerprints' counts (ngrams.counts)
 
 
-def ngram_counts(sentence: str) -> Counter:
-    words = sentence.split()
-    return Counter(tuple(words[i:i + n]) for n in range(1, ORDERS + 1) for i in range(len(words) - n + 1))
+def ngram_counts(sentence: str) -> Counts:
+    return ngrams.counts(sentence.split(), ORDERS)
+
+
+def grams_of(counts: Counts) -> Set[Ngram]:
+    """Every n-gram of a sentence's counts, each once."""
+    return {gram for order in counts for gram in order}
 
 
 def reference_ngrams(references: Sequence[str]) -> Set[Ngram]:
     """The n-grams of an image's references, each once: what the image adds to the document frequencies."""
-    return {gram for reference in references for gram in ngram_counts(reference)}
+    return {gram for reference in references for gram in grams_of(ngram_counts(reference))}
 
 
 def needed_ngrams(candidate: str, references: Sequence[str]) -> Set[Ngram]:
     """Every n-gram whose document frequency the caption's score needs."""
-    return set(ngram_counts(candidate)) | reference_ngrams(references)
+    return grams_of(ngram_counts(candidate)) | reference_ngrams(references)
 
 
 def document_frequencies(all_references: Iterable[Sequence[str]]) -> Dict[Ngram, int]:
@@ -40,18 +48,15 @@ def document_frequencies(all_references: Iterable[Sequence[str]]) -> Dict[Ngram,
     return dict(frequencies)
 
 
-def _vector(counts: Counter, df: Mapping[Ngram, float], log_images: float):
-    vector: List[Dict[Ngram, float]] = [{} for _ in range(ORDERS)]
-    norm = [0.0] * ORDERS
-    length = 0
-    for gram, term_freq in counts.items():
-        order = len(gram) - 1
-        weight = float(term_freq) * (log_images - math.log(max(1.0, df.get(gram, 0.0))))
-        vector[order][gram] = weight
-        norm[order] += weight ** 2
-        if order == 1:
-            length += term_freq
-    return vector, [math.sqrt(value) for value in norm], length
+def _vector(counts: Counts, df: Mapping[Ngram, float], log_images: float):
+    vector: List[Dict[Ngram, float]] = []
+    norm = []
+    for order in counts:
+        weights = {gram: float(term_freq) * (log_images - math.log(max(1.0, df.get(gram, 0.0))))
+                   for gram, term_freq in order.items()}
+        vector.append(weights)
+        norm.append(math.sqrt(sum(weight * weight for weight in weights.values())))
+    return vector, norm, sum(counts[1].values())
 
 
 def cider_d(candidate: str, references: Sequence[str], df: Mapping[Ngram, float], images: int) -> float:
@@ -62,17 +67,25 @@ def cider_d(candidate: str, references: Sequence[str], df: Mapping[Ngram, float]
 def cider_d_of_samples(candidates: Sequence[str], references: Sequence[str], df: Mapping[Ngram, float],
                        images: int) -> List[float]:
     """CIDEr-D of several captions of one image (self-critical samples), its references' vectors built once."""
+    return cider_d_of_counts([ngram_counts(c) for c in candidates], [ngram_counts(r) for r in references], df,
+                             images)
+
+
+def cider_d_of_counts(candidates: Sequence[Counts], references: Sequence[Counts], df: Mapping[Ngram, float],
+                      images: int) -> List[float]:
+    """`cider_d_of_samples` of sentences already counted (ngrams.counts)."""
     log_images = math.log(float(images))
-    refs = [_vector(ngram_counts(reference), df, log_images) for reference in references]
+    refs = [_vector(reference, df, log_images) for reference in references]
     scores = []
     for candidate in candidates:
-        vector, norm, length = _vector(ngram_counts(candidate), df, log_images)
+        vector, norm, length = _vector(candidate, df, log_images)
         total = [0.0] * ORDERS
         for ref_vector, ref_norm, ref_length in refs:
             penalty = math.e ** (-(float(length - ref_length) ** 2) / (2 * SIGMA ** 2))
             for n in range(ORDERS):
-                value = sum(min(weight, ref_vector[n].get(gram, 0.0)) * ref_vector[n].get(gram, 0.0)
-                            for gram, weight in vector[n].items())
+                theirs = ref_vector[n]
+                value = sum(min(weight, theirs[gram]) * theirs[gram] for gram, weight in vector[n].items()
+                            if gram in theirs)
                 if norm[n] != 0 and ref_norm[n] != 0:
                     value /= norm[n] * ref_norm[n]
                 total[n] += value * penalty
