@@ -13,7 +13,7 @@ that hears of no df for an n-gram scores it exactly as pycocoevalcap would.
 from __future__ import annotations
 
 from collections import ChainMap
-from typing import Mapping
+from typing import Callable, Mapping
 
 import apache_beam as beam
 
@@ -23,11 +23,11 @@ FREQUENT_NGRAMS = 20_000  # n-grams in the side input at most: a few MB per work
 HOT_NEED = 10  # images needing an n-gram before it is worth a place in the side input
 
 
-def _needs_and_references(element, tokenization: str):
+def _needs_and_references(element, texts: Callable):
     """(n-gram, (1 if this image's score needs it, 1 if this image's references hold it)) per n-gram."""
-    candidate, references = element[1][tokenization]
+    candidate, references = texts(element[1])
     in_references = cider.reference_ngrams(references)
-    needed = in_references | set(cider.ngram_counts(candidate))  # cider.needed_ngrams, references counted once
+    needed = in_references | cider.grams_of(cider.ngram_counts(candidate))  # cider.needed_ngrams, references once
     return [(gram, (1, int(gram in in_references))) for gram in needed]
 
 
@@ -38,9 +38,9 @@ def _sum_pairs(pairs):
     return needed, df
 
 
-def _rare_needs(element, tokenization: str, frequent: Mapping):
-    image_id, texts = element
-    return [(gram, image_id) for gram in cider.needed_ngrams(*texts[tokenization]) if gram not in frequent]
+def _rare_needs(element, texts: Callable, frequent: Mapping):
+    image_id, value = element
+    return [(gram, image_id) for gram in cider.needed_ngrams(*texts(value)) if gram not in frequent]
 
 
 def _to_images(element):
@@ -52,24 +52,25 @@ def _to_images(element):
 
 
 class DocumentFrequencies(beam.PTransform):
-    """(image id, {tokenization: (caption, references)}) -> {"frequent": a singleton n-gram -> df of the most
-    needed n-grams, "rare": (image id, (n-gram, df)) for the image's other n-grams of df >= 2}; `lookup` joins
-    the two into the mapping cider.cider_d takes."""
+    """(image id, value) -> {"frequent": a singleton n-gram -> df of the most needed n-grams, "rare": (image id,
+    (n-gram, df)) for the image's other n-grams of df >= 2}; `texts(value)` is the image's (caption, references)
+    as space-joined tokens. `lookup` joins the two into the mapping cider.cider_d takes; n-grams are
+    fingerprints (captioner/metrics/ngrams.py), 9 bytes each in the shuffles."""
 
-    def __init__(self, tokenization: str, frequent_ngrams: int = FREQUENT_NGRAMS):
+    def __init__(self, texts: Callable, frequent_ngrams: int = FREQUENT_NGRAMS):
         super().__init__()
-        self.tokenization, self.frequent_ngrams = tokenization, frequent_ngrams
+        self.texts, self.frequent_ngrams = texts, frequent_ngrams
 
     def expand(self, tokenized):
         counts = (tokenized
-                  | "NeedsAndReferences" >> beam.FlatMap(_needs_and_references, self.tokenization)
+                  | "NeedsAndReferences" >> beam.FlatMap(_needs_and_references, self.texts)
                   | "CountPerNgram" >> beam.CombinePerKey(_sum_pairs))
         frequent = (counts
                     | "Hot" >> beam.Filter(lambda entry: entry[1][0] >= HOT_NEED)
                     | "MostNeeded" >> beam.combiners.Top.Of(self.frequent_ngrams, key=lambda entry: entry[1][0])
                     | "AsTable" >> beam.Map(lambda entries: {gram: df for gram, (_, df) in entries}))
         rare = (tokenized
-                | "RareNeeds" >> beam.FlatMap(_rare_needs, self.tokenization, beam.pvalue.AsSingleton(frequent)))
+                | "RareNeeds" >> beam.FlatMap(_rare_needs, self.texts, beam.pvalue.AsSingleton(frequent)))
         joined = ({"counts": counts, "needed": rare}
                   | "JoinByNgram" >> beam.CoGroupByKey()
                   | "ToImages" >> beam.FlatMap(_to_images))
