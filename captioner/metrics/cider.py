@@ -25,19 +25,14 @@ def ngram_counts(sentence: str) -> Counts:
     return ngrams.counts(sentence.split(), ORDERS)
 
 
-def grams_of(counts: Counts) -> Set[Ngram]:
-    """Every n-gram of a sentence's counts, each once."""
-    return {gram for order in counts for gram in order}
-
-
 def reference_ngrams(references: Sequence[str]) -> Set[Ngram]:
     """The n-grams of an image's references, each once: what the image adds to the document frequencies."""
-    return {gram for reference in references for gram in grams_of(ngram_counts(reference))}
+    return ngrams.distinct([reference.split() for reference in references], ORDERS)
 
 
 def needed_ngrams(candidate: str, references: Sequence[str]) -> Set[Ngram]:
     """Every n-gram whose document frequency the caption's score needs."""
-    return grams_of(ngram_counts(candidate)) | reference_ngrams(references)
+    return ngrams.distinct([candidate.split(), *(reference.split() for reference in references)], ORDERS)
 
 
 def document_frequencies(all_references: Iterable[Sequence[str]]) -> Dict[Ngram, int]:
@@ -48,12 +43,11 @@ def document_frequencies(all_references: Iterable[Sequence[str]]) -> Dict[Ngram,
     return dict(frequencies)
 
 
-def _vector(counts: Counts, df: Mapping[Ngram, float], log_images: float):
+def _vector(counts: Counts, idf: Mapping[Ngram, float]):
     vector: List[Dict[Ngram, float]] = []
     norm = []
     for order in counts:
-        weights = {gram: float(term_freq) * (log_images - math.log(max(1.0, df.get(gram, 0.0))))
-                   for gram, term_freq in order.items()}
+        weights = {gram: float(term_freq) * idf[gram] for gram, term_freq in order.items()}
         vector.append(weights)
         norm.append(math.sqrt(sum(weight * weight for weight in weights.values())))
     return vector, norm, sum(counts[1].values())
@@ -75,10 +69,12 @@ def cider_d_of_counts(candidates: Sequence[Counts], references: Sequence[Counts]
                       images: int) -> List[float]:
     """`cider_d_of_samples` of sentences already counted (ngrams.counts)."""
     log_images = math.log(float(images))
-    refs = [_vector(reference, df, log_images) for reference in references]
+    grams = {gram for sentence in (*candidates, *references) for order in sentence for gram in order}
+    idf = {gram: log_images - math.log(max(1.0, df.get(gram, 0.0))) for gram in grams}  # one df look-up an n-gram
+    refs = [_vector(reference, idf) for reference in references]
     scores = []
     for candidate in candidates:
-        vector, norm, length = _vector(candidate, df, log_images)
+        vector, norm, length = _vector(candidate, idf)
         total = [0.0] * ORDERS
         for ref_vector, ref_norm, ref_length in refs:
             penalty = math.e ** (-(float(length - ref_length) ** 2) / (2 * SIGMA ** 2))

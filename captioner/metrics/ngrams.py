@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Dict, List, Sequence
+from typing import Dict, Iterable, List, Sequence, Set
 
 ORDERS = 4
 _MASK = (1 << 64) - 1
@@ -30,12 +30,26 @@ def word_fingerprint(word: str) -> int:
     return known
 
 
-def counts(tokens: Sequence[str], orders: int = ORDERS) -> List[Counter]:
-    """Per order n=1..`orders`: a Counter of the sentence's n-gram fingerprints."""
-    words = [word_fingerprint(word) for word in tokens]
-    per_order, grams = [Counter(words)], words
+def _orders(tokens: Sequence[str], orders: int) -> List[List[int]]:
+    """Per order n=1..`orders`: the sentence's n-gram fingerprints in order, repeats included."""
+    words = [_words.get(word) or word_fingerprint(word) for word in tokens]
+    per_order, grams = [words], words
     for n in range(2, orders + 1):
         salt = _SALTS[n]
         grams = [((gram * _MULTIPLIER + word) ^ salt) & _MASK for gram, word in zip(grams, words[n - 1:])]
-        per_order.append(Counter(grams))
+        per_order.append(grams)
     return per_order
+
+
+def counts(tokens: Sequence[str], orders: int = ORDERS) -> List[Counter]:
+    """Per order n=1..`orders`: a Counter of the sentence's n-gram fingerprints."""
+    return [Counter(grams) for grams in _orders(tokens, orders)]
+
+
+def distinct(sentences: Iterable[Sequence[str]], orders: int = ORDERS) -> Set[int]:
+    """Every n-gram fingerprint of any order in any of the sentences, each once (no counting)."""
+    found: Set[int] = set()
+    for tokens in sentences:
+        for grams in _orders(tokens, orders):
+            found.update(grams)
+    return found

@@ -12,23 +12,47 @@ that hears of no df for an n-gram scores it exactly as pycocoevalcap would.
 """
 from __future__ import annotations
 
-from collections import ChainMap
+from collections import Counter
 from typing import Callable, Mapping
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from captioner.metrics import cider
 
 FREQUENT_NGRAMS = 20_000  # n-grams in the side input at most: a few MB per worker, whatever the set's size
 HOT_NEED = 10  # images needing an n-gram before it is worth a place in the side input
+FLUSH_AT = 100_000  # n-grams a worker sums before it sends them on
 
 
-def _needs_and_references(element, texts: Callable):
-    """(n-gram, (1 if this image's score needs it, 1 if this image's references hold it)) per n-gram."""
-    candidate, references = texts(element[1])
-    in_references = cider.reference_ngrams(references)
-    needed = in_references | cider.grams_of(cider.ngram_counts(candidate))  # cider.needed_ngrams, references once
-    return [(gram, (1, int(gram in in_references))) for gram in needed]
+class _NeedsAndReferences(beam.DoFn):
+    """Images -> (n-gram, (images whose score needs it, images whose references hold it)), summed over the
+    bundle first: two C-level Counter updates an image instead of an element per n-gram (a combiner's lifted
+    partial sum would still take each element through Python). At most FLUSH_AT n-grams are held."""
+
+    def __init__(self, texts: Callable):
+        self.texts = texts
+
+    def start_bundle(self):
+        self.needed, self.held = Counter(), Counter()
+
+    def process(self, element):
+        candidate, references = self.texts(element[1])
+        in_references = cider.reference_ngrams(references)
+        self.held.update(in_references)
+        self.needed.update(in_references | cider.reference_ngrams([candidate]))  # needed_ngrams, refs once
+        if len(self.needed) >= FLUSH_AT:
+            yield from self._sums()
+
+    def finish_bundle(self):
+        for sums in self._sums():
+            yield WindowedValue(sums, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _sums(self):
+        needed, held, self.needed, self.held = self.needed, self.held, Counter(), Counter()
+        return [(gram, (count, held[gram])) for gram, count in needed.items()]
 
 
 def _sum_pairs(pairs):
@@ -63,7 +87,7 @@ class DocumentFrequencies(beam.PTransform):
 
     def expand(self, tokenized):
         counts = (tokenized
-                  | "NeedsAndReferences" >> beam.FlatMap(_needs_and_references, self.texts)
+                  | "NeedsAndReferences" >> beam.ParDo(_NeedsAndReferences(self.texts))
                   | "CountPerNgram" >> beam.CombinePerKey(_sum_pairs))
         frequent = (counts
                     | "Hot" >> beam.Filter(lambda entry: entry[1][0] >= HOT_NEED)
@@ -77,6 +101,17 @@ class DocumentFrequencies(beam.PTransform):
         return {"frequent": frequent, "rare": joined}
 
 
+class _Frequencies(dict):
+    """An image's joined rare n-grams' df, then the shared table's (not copied): a dict, so a look-up is fast."""
+    __slots__ = ("frequent",)
+
+    def get(self, gram, default=None):
+        value = dict.get(self, gram)
+        return self.frequent.get(gram, default) if value is None else value
+
+
 def lookup(frequent: Mapping, rare) -> Mapping:
-    """One image's df: its joined rare n-grams first, then the shared table (not copied)."""
-    return ChainMap(dict(rare), frequent)
+    """One image's df: its joined rare n-grams first, then the shared table (not copied); `get` only."""
+    found = _Frequencies(rare)
+    found.frequent = frequent
+    return found
