@@ -1,9 +1,9 @@
 """CIDEr-D's document frequencies for every caption's score, with no per-worker state that grows with the set.
 
-    each image's n-grams -> per n-gram: (images that need it, df) by one combine
+    each image's n-grams, summed per bundle -> per n-gram: (images that need it, df) by one GroupByKey
     -> of the n-grams at least HOT_NEED images need, the FREQUENT_NGRAMS the most images need: a bounded side
        input (n-gram -> df), like a vocabulary
-    -> every other n-gram an image needs: joined back to it by n-gram (CoGroupByKey), only where df >= 2
+    -> every other n-gram an image needs: joined back to it by n-gram (GroupByKey), only where df >= 2
 
 Splitting by need keeps the join's groups small: an n-gram that many images need ("a", "on the", a phrase
 the model repeats) is in the side input, so a join group holds only the few images that need a rarer one.
@@ -55,11 +55,20 @@ class _NeedsAndReferences(beam.DoFn):
         return [(gram, (count, held[gram])) for gram, count in needed.items()]
 
 
-def _sum_pairs(pairs):
+def _summed(element):
+    gram, pairs = element
     needed = df = 0
     for a, b in pairs:
         needed, df = needed + a, df + b
-    return needed, df
+    return gram, (needed, df)
+
+
+def _joinable(entry, frequent: Mapping):
+    """A counted n-gram the rare join needs: df >= 2 (df 0 and 1 weigh nothing) and not in the shared table; its
+    df goes in negated (an image id is a str, so the join's values tell one from the other)."""
+    gram, (_, df) = entry
+    if df >= 2 and gram not in frequent:
+        yield gram, -df
 
 
 def _rare_needs(element, texts: Callable, frequent: Mapping):
@@ -67,37 +76,42 @@ def _rare_needs(element, texts: Callable, frequent: Mapping):
     return [(gram, image_id) for gram in cider.needed_ngrams(*texts(value)) if gram not in frequent]
 
 
-def _to_images(element):
-    gram, groups = element
-    counts = next(iter(groups["counts"]), (0, 0))
-    if counts[1] >= 2:  # df 0 and 1 weigh nothing
-        for image_id in groups["needed"]:
-            yield image_id, (gram, counts[1])
+def _to_images(element, tag):
+    """(n-gram, its df negated and the ids of the images that need it) -> (image id, (tag, n-gram, df)) each."""
+    gram, values = element
+    df = next((-value for value in values if isinstance(value, int)), 0)
+    if df:
+        for image_id in values:
+            if isinstance(image_id, str):
+                yield image_id, (tag, gram, df)
 
 
 class DocumentFrequencies(beam.PTransform):
     """(image id, value) -> {"frequent": a singleton n-gram -> df of the most needed n-grams, "rare": (image id,
-    (n-gram, df)) for the image's other n-grams of df >= 2}; `texts(value)` is the image's (caption, references)
-    as space-joined tokens. `lookup` joins the two into the mapping cider.cider_d takes; n-grams are
-    fingerprints (captioner/metrics/ngrams.py), 9 bytes each in the shuffles."""
+    (tag, n-gram, df)) for the image's other n-grams of df >= 2}; `texts(value)` is the image's (caption,
+    references) as space-joined tokens. `lookup` joins the two into the mapping cider.cider_d takes; n-grams
+    are fingerprints (captioner/metrics/ngrams.py), 9 bytes each in the shuffles. Plain GroupByKeys, not
+    CombinePerKey or CoGroupByKey: each of those takes every element through several more Python steps."""
 
-    def __init__(self, texts: Callable, frequent_ngrams: int = FREQUENT_NGRAMS):
+    def __init__(self, texts: Callable, tag: str, frequent_ngrams: int = FREQUENT_NGRAMS):
         super().__init__()
-        self.texts, self.frequent_ngrams = texts, frequent_ngrams
+        self.texts, self.tag, self.frequent_ngrams = texts, tag, frequent_ngrams
 
     def expand(self, tokenized):
         counts = (tokenized
                   | "NeedsAndReferences" >> beam.ParDo(_NeedsAndReferences(self.texts))
-                  | "CountPerNgram" >> beam.CombinePerKey(_sum_pairs))
+                  | "ByNgram" >> beam.GroupByKey()
+                  | "Sum" >> beam.Map(_summed))
         frequent = (counts
                     | "Hot" >> beam.Filter(lambda entry: entry[1][0] >= HOT_NEED)
                     | "MostNeeded" >> beam.combiners.Top.Of(self.frequent_ngrams, key=lambda entry: entry[1][0])
                     | "AsTable" >> beam.Map(lambda entries: {gram: df for gram, (_, df) in entries}))
-        rare = (tokenized
-                | "RareNeeds" >> beam.FlatMap(_rare_needs, self.texts, beam.pvalue.AsSingleton(frequent)))
-        joined = ({"counts": counts, "needed": rare}
-                  | "JoinByNgram" >> beam.CoGroupByKey()
-                  | "ToImages" >> beam.FlatMap(_to_images))
+        table = beam.pvalue.AsSingleton(frequent)
+        joined = ((counts | "Joinable" >> beam.FlatMap(_joinable, table),
+                   tokenized | "RareNeeds" >> beam.FlatMap(_rare_needs, self.texts, table))
+                  | "Both" >> beam.Flatten()
+                  | "JoinByNgram" >> beam.GroupByKey()
+                  | "ToImages" >> beam.FlatMap(_to_images, self.tag))
         return {"frequent": frequent, "rare": joined}
 
 
@@ -110,8 +124,9 @@ class _Frequencies(dict):
         return self.frequent.get(gram, default) if value is None else value
 
 
-def lookup(frequent: Mapping, rare) -> Mapping:
-    """One image's df: its joined rare n-grams first, then the shared table (not copied); `get` only."""
+def lookup(frequent: Mapping, rare: dict) -> Mapping:
+    """One image's df: its joined rare n-grams ({n-gram: df}) first, then the shared table (not copied); `get`
+    only."""
     found = _Frequencies(rare)
     found.frequent = frequent
     return found

@@ -5,7 +5,7 @@ statistics.
       clean to nothing has none: unscored in bleu.json and metrics.json alike), the COCO tokenization of the
       caption and raw references (PTB_BATCH captions per Java process) when the field's scores are on
     -> CIDEr-D's document frequencies (document_frequencies.py): the most needed n-grams' as a bounded side
-       input, every other n-gram's joined back to the images that need it (CoGroupByKey by n-gram, then by image)
+       input, every other n-gram's joined back to the images that need it (GroupByKey by n-gram, then by image)
     -> per image, its n-grams counted once (captioner/metrics/report.caption_scores): nltk's BLEU statistics and
        smoothed sentence BLEU, and the field's (BLEU, ROUGE-L, CIDEr-D, METEOR: one Java round trip per batch)
     -> one combine of the statistics (score_totals.py) -> bleu.json's nltk corpus BLEU and metrics.json's scores
@@ -27,8 +27,9 @@ from captioner.metrics import bleu, java, meteor, ptb, report
 from pipelines.caption import document_frequencies, score_totals
 
 log = logging.getLogger(__name__)
-PTB_BATCH = 2000  # captions per PTB tokenizer process: a Java start-up (~0.5 s of CPU) each
+PTB_BATCH = 5000  # captions per PTB tokenizer process: a Java start-up (~0.5 s of CPU) each
 UNSCORED = {"references": [], "sentence_bleu": None, "cider_d": None}
+TEXTS = "texts"  # an image's (row, COCO texts) in the join by image; its rare n-grams' df come tagged by tokenization
 
 
 def java_missing() -> Dict[str, str]:
@@ -70,6 +71,17 @@ class _Texts(beam.DoFn):
             yield row["image_id"], (row, coco)
 
 
+def _unpacked(joined, tokenizations):
+    """An image's joined values -> ((row, COCO texts), {tokenization: {n-gram: df} of its rare n-grams})."""
+    value, rare = None, {t: {} for t in tokenizations}
+    for entry in joined:
+        if entry[0] == TEXTS:
+            value = entry[1]
+        else:
+            rare[entry[0]][entry[1]] = entry[2]
+    return value, rare
+
+
 class _Score(beam.DoFn):
     """A batch of joined images -> each row with its sentence BLEU and CIDEr-D; tagged "stats": the batch's
     summed statistics (score_totals.Totals). A batch's METEOR lines go to Java in one round trip.
@@ -96,15 +108,15 @@ class _Score(beam.DoFn):
                 yield dict(row, sentence_bleu=bleu.smoothed_bleu_from_stats(stats), cider_d=None)
             yield beam.pvalue.TaggedOutput("stats", totals.state())
             return
-        values = [(next(iter(groups["texts"])), groups) for _, groups in batch]
+        values = [_unpacked(joined, self.tokenizations) for _, joined in batch]
         if self.shared and self.meteor is None:
             self.meteor = self.shared.acquire(meteor.Meteor)
         meteor_stats = {t: self.meteor.stats_of_many([texts_of(value, t) for value, _ in values]) if self.meteor
                         else [None] * len(values) for t in self.tokenizations}
         frequent = {report.PROJECT: project_df, report.COCO: coco_df}
-        for number, (value, groups) in enumerate(values):
-            scores = {t: report.caption_scores(*texts_of(value, t), document_frequencies.lookup(
-                frequent[t], groups[f"df_{t}"]), images, meteor_stats[t][number]) for t in self.tokenizations}
+        for number, (value, rare) in enumerate(values):
+            scores = {t: report.caption_scores(*texts_of(value, t), document_frequencies.lookup(frequent[t], rare[t]),
+                                               images, meteor_stats[t][number]) for t in self.tokenizations}
             totals.add(scores)
             yield dict(value[0], sentence_bleu=bleu.smoothed_bleu_from_stats(scores[report.PROJECT]["nltk_bleu"]),
                        cider_d=scores[report.PROJECT]["cider_d"])
@@ -146,15 +158,16 @@ class ScoreCaptions(beam.PTransform):
                                                          self.missing, self.cleaning)}
 
     def _joined(self, scored):
-        """(batches of (image id, {"texts": [(row, COCO texts)], "df_<tokenization>": its rare n-grams' df}), the
-        side inputs _Score takes: the images scored, the frequent n-grams' df)."""
+        """(batches of (image id, [(TEXTS, (row, COCO texts)), (tokenization, rare n-gram, df)...]), the side
+        inputs _Score takes: the images scored, the frequent n-grams' df)."""
         side_inputs = {"images": beam.pvalue.AsSingleton(scored | "CountScored" >> beam.combiners.Count.Globally())}
-        groups = {"texts": scored}
+        parts = [scored | "TagTexts" >> beam.MapTuple(lambda image_id, value: (image_id, (TEXTS, value)))]
         for t in self.tokenizations:
             df = scored | f"Df{t}" >> document_frequencies.DocumentFrequencies(
-                functools.partial(texts_of, tokenization=t), self.frequent_ngrams)
-            groups[f"df_{t}"] = df["rare"]
+                functools.partial(texts_of, tokenization=t), t, self.frequent_ngrams)
+            parts.append(df["rare"])
             side_inputs[f"{t}_df"] = beam.pvalue.AsSingleton(df["frequent"])
-        return (groups
-                | "JoinByImage" >> beam.CoGroupByKey()
+        return (parts
+                | "Both" >> beam.Flatten()
+                | "JoinByImage" >> beam.GroupByKey()
                 | "BatchForMeteor" >> beam.BatchElements(min_batch_size=1, max_batch_size=meteor.PIPE_LINES)), side_inputs
