@@ -19,6 +19,7 @@ ORDERS = ngrams.ORDERS
 SIGMA = 6.0
 Ngram = int  # an n-gram's fingerprint (ngrams.py)
 Counts = List[Counter]  # per order, the n-gram fingerprints' counts (ngrams.counts)
+EMPTY: Mapping[Ngram, float] = {}
 
 
 def ngram_counts(sentence: str) -> Counts:
@@ -66,11 +67,13 @@ def cider_d_of_samples(candidates: Sequence[str], references: Sequence[str], df:
 
 
 def cider_d_of_counts(candidates: Sequence[Counts], references: Sequence[Counts], df: Mapping[Ngram, float],
-                      images: int) -> List[float]:
-    """`cider_d_of_samples` of sentences already counted (ngrams.counts)."""
+                      images: int, shared_df: Mapping[Ngram, float] = EMPTY) -> List[float]:
+    """`cider_d_of_samples` of sentences already counted (ngrams.counts); an n-gram not in `df` is looked up in
+    `shared_df` (the caption job's table of frequent n-grams, behind an image's own rare ones)."""
     log_images = math.log(float(images))
     grams = {gram for sentence in (*candidates, *references) for order in sentence for gram in order}
-    idf = {gram: log_images - math.log(max(1.0, df.get(gram, 0.0))) for gram in grams}  # one df look-up an n-gram
+    idf = {gram: log_images - math.log(max(1.0, df.get(gram) or shared_df.get(gram, 0.0)))
+           for gram in grams}  # one df look-up an n-gram
     refs = [_vector(reference, idf) for reference in references]
     scores = []
     for candidate in candidates:
@@ -79,9 +82,8 @@ def cider_d_of_counts(candidates: Sequence[Counts], references: Sequence[Counts]
         for ref_vector, ref_norm, ref_length in refs:
             penalty = math.e ** (-(float(length - ref_length) ** 2) / (2 * SIGMA ** 2))
             for n in range(ORDERS):
-                theirs = ref_vector[n]
-                value = sum(min(weight, theirs[gram]) * theirs[gram] for gram, weight in vector[n].items()
-                            if gram in theirs)
+                ours, theirs = vector[n], ref_vector[n]
+                value = sum(min(ours[gram], theirs[gram]) * theirs[gram] for gram in ours.keys() & theirs.keys())
                 if norm[n] != 0 and ref_norm[n] != 0:
                     value /= norm[n] * ref_norm[n]
                 total[n] += value * penalty

@@ -23,9 +23,9 @@ def shown(scores: Mapping[str, Optional[float]]) -> List[str]:
 
 
 def caption_scores(candidate: str, references: Sequence[str], df: Mapping, images: int,
-                   meteor_stats: Optional[List[float]] = None) -> Dict:
+                   meteor_stats: Optional[List[float]] = None, shared_df: Mapping = cider.EMPTY) -> Dict:
     """One caption's summable scores; texts are tokens joined by single spaces; `meteor_stats` from
-    meteor.Meteor.stats (None: no METEOR). Its n-grams are counted once, for both BLEUs and CIDEr-D;
+    meteor.Meteor.stats (None: no METEOR); `shared_df` as cider.cider_d_of_counts takes it. Its n-grams are counted once, for both BLEUs and CIDEr-D;
     "nltk_bleu" is bleu.sentence_stats (nltk's quirks: bleu.json's corpus BLEU and the smoothed sentence BLEU)."""
     tokens, reference_tokens = candidate.split(), [reference.split() for reference in references]
     counts, reference_counts = ngrams.counts(tokens), [ngrams.counts(reference) for reference in reference_tokens]
@@ -34,7 +34,7 @@ def caption_scores(candidate: str, references: Sequence[str], df: Mapping, image
     return {"bleu": coco_bleu.stats_of_matches(matches, len(tokens), lengths),
             "nltk_bleu": bleu.stats_of_matches(matches, len(tokens), lengths),
             "rouge_l": rouge.rouge_l(candidate, references),
-            "cider_d": cider.cider_d_of_counts([counts], reference_counts, df, images)[0],
+            "cider_d": cider.cider_d_of_counts([counts], reference_counts, df, images, shared_df)[0],
             "meteor": meteor_stats}
 
 

@@ -18,7 +18,7 @@ are fingerprints (captioner/metrics/ngrams.py), 9 bytes each in the shuffles.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Mapping
+from typing import Callable
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -77,7 +77,7 @@ def _to_images(element, tag):
 class DocumentFrequencies(beam.PTransform):
     """(image id, value) -> {"frequent": a singleton {n-gram: df} of the table's n-grams, "rare": (image id, (tag,
     n-gram, df)) for the image's other n-grams of df >= 2}; `texts(value)` is the image's (caption, references)
-    as space-joined tokens. `lookup` joins the two into the mapping cider.cider_d takes."""
+    as space-joined tokens. An image's rare df and the table are cider.cider_d_of_counts' `df` and `shared_df`."""
 
     def __init__(self, texts: Callable, tag: str, frequent_ngrams: int = FREQUENT_NGRAMS):
         super().__init__()
@@ -96,20 +96,3 @@ class DocumentFrequencies(beam.PTransform):
                 | "JoinByNgram" >> beam.GroupByKey()
                 | "ToImages" >> beam.FlatMap(_to_images, self.tag))
         return {"frequent": frequent, "rare": rare}
-
-
-class _Frequencies(dict):
-    """An image's joined rare n-grams' df, then the shared table's (not copied): a dict, so a look-up is fast."""
-    __slots__ = ("frequent",)
-
-    def get(self, gram, default=None):
-        value = dict.get(self, gram)
-        return self.frequent.get(gram, default) if value is None else value
-
-
-def lookup(frequent: Mapping, rare: dict) -> Mapping:
-    """One image's df: its joined rare n-grams ({n-gram: df}) first, then the shared table (not copied); `get`
-    only."""
-    found = _Frequencies(rare)
-    found.frequent = frequent
-    return found

@@ -115,8 +115,8 @@ class _Score(beam.DoFn):
                         else [None] * len(values) for t in self.tokenizations}
         frequent = {report.PROJECT: project_df, report.COCO: coco_df}
         for number, (value, rare) in enumerate(values):
-            scores = {t: report.caption_scores(*texts_of(value, t), document_frequencies.lookup(frequent[t], rare[t]),
-                                               images, meteor_stats[t][number]) for t in self.tokenizations}
+            scores = {t: report.caption_scores(*texts_of(value, t), rare[t], images, meteor_stats[t][number],
+                                               frequent[t]) for t in self.tokenizations}
             totals.add(scores)
             yield dict(value[0], sentence_bleu=bleu.smoothed_bleu_from_stats(scores[report.PROJECT]["nltk_bleu"]),
                        cider_d=scores[report.PROJECT]["cider_d"])
