@@ -1,7 +1,7 @@
 """Benchmark: the caption job's shuffles in bytes per row, and its scoring cost per caption, against earlier code.
 
     .venv/bin/python -m bench.shuffle_bytes [--baseline 847d22f] [--images 300] [--features 1000]
-                                            [--sizes 400,1600]
+                                            [--sizes 2000,10000]
 
 Bytes: each job (images path, features path; with the field's scores, no METEOR) runs once per code on
 Beam's in-process FnApiRunner, with the runner's grouping buffer counting the encoded bytes that reach
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE, help="the earlier code (default: %(default)s)")
     parser.add_argument("--images", type=int, default=300, help="images for the bytes run (default: %(default)s)")
     parser.add_argument("--features", type=int, default=1000, help="records for the bytes run (default: %(default)s)")
-    parser.add_argument("--sizes", default="400,1600", help="features path sizes for the cost (default: %(default)s)")
+    parser.add_argument("--sizes", default="2000,10000", help="features path sizes for the cost (default: %(default)s)")
     parser.add_argument("--work", default=os.path.join(HERE, "out", "shuffle_bytes"))
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)

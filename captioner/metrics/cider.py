@@ -50,7 +50,7 @@ def _vector(counts: Counts, idf: Mapping[Ngram, float]):
     for order in counts:
         weights = {gram: float(term_freq) * idf[gram] for gram, term_freq in order.items()}
         vector.append(weights)
-        norm.append(math.sqrt(sum(weight * weight for weight in weights.values())))
+        norm.append(math.hypot(*weights.values()))
     return vector, norm, sum(counts[1].values())
 
 
