@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.utils.shared import Shared
@@ -27,9 +27,9 @@ from captioner.metrics import bleu, java, meteor, ptb, report
 from pipelines.caption import document_frequencies, score_totals
 
 log = logging.getLogger(__name__)
-PTB_BATCH = 5000  # captions per PTB tokenizer process: a Java start-up (~0.5 s of CPU) each
+PTB_BATCH = 10_000  # captions per PTB tokenizer process: a Java start-up (~0.5 s of CPU) each
 UNSCORED = {"references": [], "sentence_bleu": None, "cider_d": None}
-TEXTS = "texts"  # an image's (row, COCO texts) in the join by image; its rare n-grams' df come tagged by tokenization
+TEXTS = "texts"  # tags an image's (row, COCO texts) in the join by image, beside its rare n-grams' (n-gram, dfs)
 
 
 def java_missing() -> Dict[str, str]:
@@ -46,6 +46,10 @@ def texts_of(value, tokenization: str):
     """(caption, references) of one tokenization, as space-joined tokens, from a (row, COCO texts) value."""
     row, coco = value
     return (row["caption"], row["references"]) if tokenization == report.PROJECT else coco
+
+
+def _all_texts(value, tokenizations):
+    return [texts_of(value, t) for t in tokenizations]
 
 
 class _Texts(beam.DoFn):
@@ -74,11 +78,13 @@ class _Texts(beam.DoFn):
 def _unpacked(joined, tokenizations):
     """An image's joined values -> ((row, COCO texts), {tokenization: {n-gram: df} of its rare n-grams})."""
     value, rare = None, {t: {} for t in tokenizations}
-    for entry in joined:
-        if entry[0] == TEXTS:
-            value = entry[1]
+    for first, second in joined:
+        if first == TEXTS:
+            value = second
         else:
-            rare[entry[0]][entry[1]] = entry[2]
+            for t, df in zip(tokenizations, second):
+                if df:
+                    rare[t][first] = df
     return value, rare
 
 
@@ -98,8 +104,7 @@ class _Score(beam.DoFn):
     def teardown(self):
         self.meteor = None  # the shared process lives on while another DoFn holds it
 
-    def process(self, batch: List, images: int = 0, project_df: Optional[Dict] = None,
-                coco_df: Optional[Dict] = None):
+    def process(self, batch: List, images: int = 0, frequent: Sequence[Dict] = ()):
         totals = score_totals.Totals(self.tokenizations)
         if not self.tokenizations:
             for _, (row, _) in batch:
@@ -113,10 +118,9 @@ class _Score(beam.DoFn):
             self.meteor = self.shared.acquire(meteor.Meteor)
         meteor_stats = {t: self.meteor.stats_of_many([texts_of(value, t) for value, _ in values]) if self.meteor
                         else [None] * len(values) for t in self.tokenizations}
-        frequent = {report.PROJECT: project_df, report.COCO: coco_df}
         for number, (value, rare) in enumerate(values):
-            scores = {t: report.caption_scores(*texts_of(value, t), rare[t], images, meteor_stats[t][number],
-                                               frequent[t]) for t in self.tokenizations}
+            scores = {t: report.caption_scores(*texts_of(value, t), rare[t], images, meteor_stats[t][number], table)
+                      for t, table in zip(self.tokenizations, frequent)}
             totals.add(scores)
             yield dict(value[0], sentence_bleu=bleu.smoothed_bleu_from_stats(scores[report.PROJECT]["nltk_bleu"]),
                        cider_d=scores[report.PROJECT]["cider_d"])
@@ -158,15 +162,14 @@ class ScoreCaptions(beam.PTransform):
                                                          self.missing, self.cleaning)}
 
     def _joined(self, scored):
-        """(batches of (image id, [(TEXTS, (row, COCO texts)), (tokenization, rare n-gram, df)...]), the side
-        inputs _Score takes: the images scored, the frequent n-grams' df)."""
+        """(batches of (image id, [(TEXTS, (row, COCO texts)), (rare n-gram, df per tokenization)...]), the side
+        inputs _Score takes: the images scored, the frequent n-grams' df per tokenization)."""
         side_inputs = {"images": beam.pvalue.AsSingleton(scored | "CountScored" >> beam.combiners.Count.Globally())}
-        parts = [scored | "TagTexts" >> beam.MapTuple(lambda image_id, value: (image_id, (TEXTS, value)))]
-        for t in self.tokenizations:
-            df = scored | f"Df{t}" >> document_frequencies.DocumentFrequencies(
-                functools.partial(texts_of, tokenization=t), t, self.frequent_ngrams)
-            parts.append(df["rare"])
-            side_inputs[f"{t}_df"] = beam.pvalue.AsSingleton(df["frequent"])
+        df = scored | "Df" >> document_frequencies.DocumentFrequencies(
+            functools.partial(_all_texts, tokenizations=tuple(self.tokenizations)), len(self.tokenizations),
+            self.frequent_ngrams)
+        side_inputs["frequent"] = beam.pvalue.AsSingleton(df["frequent"])
+        parts = [scored | "TagTexts" >> beam.MapTuple(lambda image_id, value: (image_id, (TEXTS, value))), df["rare"]]
         return (parts
                 | "Both" >> beam.Flatten()
                 | "JoinByImage" >> beam.GroupByKey()
