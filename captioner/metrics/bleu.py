@@ -51,8 +51,7 @@ def largest_counts(per_reference: Sequence[List[Counter]]) -> List[Counter]:
         merged: Counter = Counter()
         for counts in order:
             for gram, count in counts.items():
-                if count > merged[gram]:
-                    merged[gram] = count
+                merged[gram] = max(merged[gram], count)
         largest.append(merged)
     return largest
 

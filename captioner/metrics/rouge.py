@@ -21,7 +21,7 @@ def _lcs(a: List[str], b: List[str]) -> int:
     for token in b:
         hit = row & matches.get(token, 0)
         row = ((row + hit) | (row - hit)) & full
-    return len(a) - bin(row).count("1")
+    return len(a) - row.bit_count()
 
 
 def rouge_l(candidate: str, references: Sequence[str]) -> float:

@@ -36,7 +36,7 @@ class Totals:
         for t in self.tokenizations:
             self.field[t].add(scores[t])
 
-    def merge(self, other: "Totals") -> "Totals":
+    def merge(self, other: Totals) -> Totals:
         self.sentences += other.sentences
         self.nltk_bleu = [a + b for a, b in zip(self.nltk_bleu, other.nltk_bleu)]
         for t in self.tokenizations:
