@@ -4,8 +4,10 @@
               -> [drop images an earlier output has] -> decode (dead letters) -> RunInference(encoder + search)
     features: the split's shards, as the manifest lists them (references come with the records)
               -> [drop images an earlier output has] -> RunInference(search)
-    -> rows (+ smoothed sentence BLEU) -> sharded JSONL / Parquet / CSV, corpus BLEU (a CombineFn),
-       a gallery of a bounded sample, bleu.json last (outputs.py)
+    -> rows (ids, paths, captions, raw references: no pixels) -> scores (scoring.py: references cleaned once,
+       sentence BLEU and CIDEr-D per row, bleu.json's and metrics.json's corpus scores from one combine)
+    -> what an OutputSpec asks (outputs.py): sharded JSONL / Parquet / CSV, COCO results, a gallery of a bounded
+       sample (its images read again from their paths), metrics.json, bleu.json last
 
 No per-image data is a side input: memory per worker stays flat in the number of images.
 """

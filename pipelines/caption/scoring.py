@@ -4,14 +4,15 @@ statistics.
     rows -> batches -> references cleaned as the model's training captions were (a row whose references all
       clean to nothing has none: unscored in bleu.json and metrics.json alike), the COCO tokenization of the
       caption and raw references (PTB_BATCH captions per Java process) when the field's scores are on
-    -> CIDEr-D's document frequencies (document_frequencies.py): the most needed n-grams' as a bounded side
-       input, every other n-gram's joined back to the images that need it (GroupByKey by n-gram, then by image)
+    -> CIDEr-D's document frequencies, both tokenizations in one pass (document_frequencies.py): a table of the
+       n-grams a sample of the images needs most as a bounded side input, every other n-gram's joined back to
+       the images that need it (GroupByKey by n-gram, then by image)
     -> per image, its n-grams counted once (captioner/metrics/report.caption_scores): nltk's BLEU statistics and
        smoothed sentence BLEU, and the field's (BLEU, ROUGE-L, CIDEr-D, METEOR: one Java round trip per batch)
     -> one combine of the statistics (score_totals.py) -> bleu.json's nltk corpus BLEU and metrics.json's scores
 
 With caption.field_scores=false only the project cleaning and nltk's BLEU run: no Java, no shuffle but the
-combine. Side inputs hold only bounded things: the number of images scored and FREQUENT_NGRAMS n-grams' df.
+combine. Side inputs hold only bounded things: the number of images scored, FREQUENT_NGRAMS n-grams and their df.
 """
 from __future__ import annotations
 
