@@ -1,4 +1,4 @@
-"""captioner.bleu and the Beam CorpusBleuFn agree with nltk's corpus_bleu.
+"""captioner.metrics.bleu and the caption job's combine of BLEU statistics (score_totals) agree with nltk's corpus_bleu.
 
 nltk is the reference: random corpora over a tiny vocabulary (so 3- and
 4-gram matches happen), 0-12 tokens per sentence, 1-5 references each, plus the
@@ -13,8 +13,8 @@ import pytest
 from apache_beam.testing.util import assert_that
 from nltk.translate import bleu_score as nltk_bleu
 
-from captioner import bleu
-from pipelines.caption.bleu_combine import CorpusBleuFn
+from captioner.metrics import bleu
+from pipelines.caption import score_totals
 from tests.conftest import in_process_pipeline
 
 WEIGHTS = [(1.0,), (1 / 2, 1 / 2), (1 / 3, 1 / 3, 1 / 3), (1 / 4, 1 / 4, 1 / 4, 1 / 4)]
@@ -129,10 +129,17 @@ def test_sentence_bleu_is_nltk_method1():
         assert bleu.sentence_bleu(references, hypothesis) == pytest.approx(expected, abs=TOL)
 
 
+def one(pair):
+    """A caption's statistics as the job's scoring emits them."""
+    totals = score_totals.Totals(())
+    totals.add_bleu(bleu.sentence_stats(*pair))
+    return totals.state()
+
+
 def fold(fn, pairs):
     accumulator = fn.create_accumulator()
     for pair in pairs:
-        accumulator = fn.add_input(accumulator, pair)
+        accumulator = fn.add_input(accumulator, one(pair))
     return accumulator
 
 
@@ -147,20 +154,20 @@ def test_combine_fn_any_bundling_equals_nltk(chunk):
     refs, hyps = random_corpus(chunk + 100)
     pairs = list(zip(refs, hyps))
     expected = nltk_corpus(refs, hyps)
-    fn = CorpusBleuFn()
+    fn = score_totals.TotalsFn(())
     partials = [fold(fn, pairs[i:i + chunk]) for i in range(0, len(pairs), chunk)]
     shuffled = list(partials)
     random.Random(chunk).shuffle(shuffled)
     merges = [
-        fn.merge_accumulators([list(a) for a in partials]),
-        fn.merge_accumulators([list(a) for a in reversed(partials)]),
-        tree_merge(fn, [list(a) for a in shuffled]),
-        fn.merge_accumulators([fn.merge_accumulators([list(a) for a in shuffled[::2]]),
+        fn.merge_accumulators(list(partials)),
+        fn.merge_accumulators(list(reversed(partials))),
+        tree_merge(fn, list(shuffled)),
+        fn.merge_accumulators([fn.merge_accumulators(shuffled[::2]),
                                fn.create_accumulator(),
-                               fn.merge_accumulators([list(a) for a in shuffled[1::2]])]),
+                               fn.merge_accumulators(shuffled[1::2])]),
     ]
     for merged in merges:
-        out = fn.extract_output(merged)
+        out = score_totals.corpus_bleu(fn.extract_output(merged))
         assert_close(out["bleu"], expected)
         assert out["sentences"] == len(pairs)
         assert out["hypothesis_length"] == sum(len(h) for h in hyps)
@@ -180,14 +187,16 @@ def test_beam_combine_globally_equals_nltk():
         assert out["reference_length"] == sum(nltk_bleu.closest_ref_length(r, len(h)) for r, h in pairs)
 
     with in_process_pipeline() as p:
-        scores = p | beam.Create(pairs) | beam.CombineGlobally(CorpusBleuFn())
+        scores = (p | beam.Create(pairs) | beam.Map(one) | beam.CombineGlobally(score_totals.TotalsFn(()))
+                  | beam.Map(score_totals.corpus_bleu))
         assert_that(scores, matches_nltk)
 
 
 def test_beam_combine_globally_on_empty_input():
     def is_empty_score(outputs):
-        assert outputs == [{"bleu": [0.0] * 4, "sentences": 0, "hypothesis_length": 0, "reference_length": 0}]
+        assert outputs == [{"bleu": None, "sentences": 0, "hypothesis_length": 0, "reference_length": 0}]
 
     with in_process_pipeline() as p:
-        scores = p | beam.Create([], reshuffle=False) | beam.CombineGlobally(CorpusBleuFn())
+        scores = (p | beam.Create([], reshuffle=False) | beam.CombineGlobally(score_totals.TotalsFn(()))
+                  | beam.Map(score_totals.corpus_bleu))
         assert_that(scores, is_empty_score)

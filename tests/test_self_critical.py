@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from captioner import bleu, bundle, storage
+from captioner import bundle, storage
+from captioner.metrics import bleu
 from captioner.metrics import cider
 from captioner.decoder import architectures, search
 from captioner.decoder.decoding import Decoding

@@ -15,6 +15,7 @@ from captioner.input_files import captions as caption_files
 from captioner.input_files import listings
 from pipelines.caption.graph import MakeRow
 from pipelines.caption.sample import GallerySample
+from pipelines.caption.scoring import ScoreCaptions
 from pipelines.extract.records import AssembleRecord, AssignSplit
 from pipelines.inputs import joins
 from pipelines.inputs import sources as read
@@ -190,17 +191,18 @@ def test_split_assignment_and_record_assembly():
 
 
 @pytest.mark.parametrize("references", [("A dog runs on the grass.", "The dog runs"), ()])
-def test_make_row_scores_each_caption_with_smoothed_sentence_bleu(references):
-    """References arrive raw and are cleaned as the model's training captions were (text.cleaning=tutorial)."""
-    element = (("a.jpg", "/d/a.jpg", references, 9, None), PredictionResult(None, ("dog runs", -1.5)))
+def test_rows_carry_no_image_and_score_with_smoothed_sentence_bleu(references):
+    """MakeRow's row holds ids, path and texts; scoring cleans the raw references as the model's training
+    captions were (text.cleaning=tutorial) and scores the caption against them."""
+    element = (("a.jpg", "/d/a.jpg", references, 9), PredictionResult(None, ("dog runs", -1.5)))
     with in_process_pipeline() as p:
-        rows = p | Create([element]) | ParDo(MakeRow(text.TUTORIAL))
+        made = p | Create([element]) | ParDo(MakeRow())
+        rows = (made | ScoreCaptions(text.TUTORIAL, enabled=False))["rows"]
 
         def check(rows):
             (row,) = rows
             cleaned = [text.clean_caption(r, text.TUTORIAL) for r in references]
             assert row["references"] == cleaned and row["log_prob"] == -1.5 and row["coco_id"] == 9
-            assert row["raw_references"] == list(references)
             if references:
                 assert cleaned == ["dog runs on the grass", "the dog runs"]
                 expected = sentence_bleu([r.split() for r in cleaned], "dog runs".split(),
@@ -209,6 +211,8 @@ def test_make_row_scores_each_caption_with_smoothed_sentence_bleu(references):
             else:
                 assert row["sentence_bleu"] is None
 
+        assert_that(made | Map(sorted), equal_to([["caption", "coco_id", "image_id", "log_prob", "path",
+                                                   "raw_references"]]), label="lean")
         assert_that(rows, check)
 
 

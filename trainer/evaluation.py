@@ -14,9 +14,8 @@ import logging
 import time
 from typing import Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 
-from captioner import bleu
 from captioner.decoder.decoding import Decoding
-from captioner.metrics import cider
+from captioner.metrics import bleu, cider
 from captioner.layout import EVAL_CAPTIONS_FILE, EVAL_FILE
 from trainer import data as data_lib
 from trainer.job_folder import JobFolder

@@ -1,5 +1,8 @@
-"""The captioning field's scores, computed as the MS-COCO caption evaluation (pycocoevalcap 1.2) computes them.
+"""Caption scores: nltk's BLEU (the project's own score) and the field's, as the MS-COCO caption evaluation
+(pycocoevalcap 1.2) computes them.
 
+    bleu        nltk's corpus BLEU from summable statistics, and smoothed sentence BLEU: the project's score
+                since the first tutorials (bleu.json, self-critical rewards)
     coco_bleu   BLEU-1..4 from summable per-caption statistics (pycocoevalcap's, not nltk's quirks)
     rouge       ROUGE-L per caption (the corpus score is the mean)
     cider       CIDEr-D per caption, given the document frequencies of the set's references
@@ -10,5 +13,4 @@
 
 Every corpus score here comes from statistics that can be summed (or averaged) in any order, so the caption
 job computes them with combines and joins, and the trainer scores dev epochs and rewards with the same code.
-captioner/bleu.py keeps nltk's BLEU, the project's own score since the first tutorials.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import List, Sequence
 
-from captioner import bleu
+from captioner.metrics import bleu
 
 ORDERS = 4
 SIZE = 2 * ORDERS + 2
@@ -19,10 +19,14 @@ _TINY, _SMALL = 1e-15, 1e-9
 
 
 def sentence_stats(references: Sequence[Sequence[str]], hypothesis: Sequence[str]) -> List[int]:
-    hyp_len = len(hypothesis)
+    return stats_of_matches(bleu.clipped_matches(references, hypothesis, ORDERS), len(hypothesis),
+                            [len(r) for r in references])
+
+
+def stats_of_matches(matches: List[int], hyp_len: int, reference_lengths: Sequence[int]) -> List[int]:
+    """`sentence_stats` of clipped matches (bleu.clipped_of_counts), the hypothesis' length and the references'."""
     guess = [max(0, hyp_len - n + 1) for n in range(1, ORDERS + 1)]
-    return bleu.clipped_matches(references, hypothesis, ORDERS) + guess + [
-        hyp_len, bleu.closest_ref_length(references, hyp_len)]
+    return list(matches) + guess + [hyp_len, bleu.closest_length(reference_lengths, hyp_len)]
 
 
 def corpus(stats: Sequence[float]) -> List[float]:

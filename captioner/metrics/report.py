@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from captioner.metrics import cider, coco_bleu, meteor, rouge
+from captioner.metrics import bleu, cider, coco_bleu, meteor, ngrams, rouge
 
 PROJECT, COCO = "project", "coco"  # the two tokenizations: the project's cleaning, COCO-eval's PTB tokenizer
 TOKENIZATIONS = (PROJECT, COCO)
@@ -23,12 +23,18 @@ def shown(scores: Mapping[str, Optional[float]]) -> List[str]:
 
 
 def caption_scores(candidate: str, references: Sequence[str], df: Mapping, images: int,
-                   meteor_stats: Optional[List[float]] = None) -> Dict:
+                   meteor_stats: Optional[List[float]] = None, shared_df: Mapping = cider.EMPTY) -> Dict:
     """One caption's summable scores; texts are tokens joined by single spaces; `meteor_stats` from
-    meteor.Meteor.stats (None: no METEOR)."""
-    return {"bleu": coco_bleu.sentence_stats([r.split() for r in references], candidate.split()),
+    meteor.Meteor.stats (None: no METEOR); `shared_df` as cider.cider_d_of_counts takes it. Its n-grams are counted once, for both BLEUs and CIDEr-D;
+    "nltk_bleu" is bleu.sentence_stats (nltk's quirks: bleu.json's corpus BLEU and the smoothed sentence BLEU)."""
+    tokens, reference_tokens = candidate.split(), [reference.split() for reference in references]
+    counts, reference_counts = ngrams.counts(tokens), [ngrams.counts(reference) for reference in reference_tokens]
+    matches = bleu.clipped_of_counts(counts, bleu.largest_counts(reference_counts))
+    lengths = [len(reference) for reference in reference_tokens]
+    return {"bleu": coco_bleu.stats_of_matches(matches, len(tokens), lengths),
+            "nltk_bleu": bleu.stats_of_matches(matches, len(tokens), lengths),
             "rouge_l": rouge.rouge_l(candidate, references),
-            "cider_d": cider.cider_d(candidate, references, df, images),
+            "cider_d": cider.cider_d_of_counts([counts], reference_counts, df, images, shared_df)[0],
             "meteor": meteor_stats}
 
 

@@ -25,6 +25,7 @@ from typing import Iterable, List, Mapping, Optional
 
 import numpy as np
 
+from captioner import images
 from captioner.metrics import report
 
 _DATA_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]*\Z")
@@ -152,6 +153,20 @@ def thumbnail_data_uri(image: np.ndarray, max_side: int = 128) -> str:
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def file_thumbnail(path: str, max_side: int = 128) -> Optional[str]:
+    """`thumbnail_data_uri` of the image file at `path` (local or gs://), or None when it cannot be read now:
+    the gallery reads its few sampled images again rather than every row carrying one."""
+    from apache_beam.io.filesystems import FileSystems
+    from PIL import Image, ImageOps
+
+    try:
+        with FileSystems.open(path) as handle, Image.open(io.BytesIO(handle.read())) as picture:
+            picture.draft("RGB", (max_side, max_side))  # JPEG: decode at the smallest scale still >= max_side
+            return thumbnail_data_uri(np.asarray(images.to_rgb(ImageOps.exif_transpose(picture))), max_side)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _number(value, digits: int, scale: float = 1.0) -> str:

@@ -4,8 +4,10 @@
               -> [drop images an earlier output has] -> decode (dead letters) -> RunInference(encoder + search)
     features: the split's shards, as the manifest lists them (references come with the records)
               -> [drop images an earlier output has] -> RunInference(search)
-    -> rows (+ smoothed sentence BLEU) -> sharded JSONL / Parquet / CSV, corpus BLEU (a CombineFn),
-       a gallery of a bounded sample, bleu.json last (outputs.py)
+    -> rows (ids, paths, captions, raw references: no pixels) -> scores (scoring.py: references cleaned once,
+       sentence BLEU and CIDEr-D per row, bleu.json's and metrics.json's corpus scores from one combine)
+    -> what an OutputSpec asks (outputs.py): sharded JSONL / Parquet / CSV, COCO results, a gallery of a bounded
+       sample (its images read again from their paths), metrics.json, bleu.json last
 
 No per-image data is a side input: memory per worker stays flat in the number of images.
 """
@@ -18,14 +20,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from captioner import bleu, manifest, schema, text
+from captioner import manifest, schema
 from captioner.config import Config
 from captioner.decoder.decoding import Decoding
 from captioner.input_files import listings
 from pipelines import progress
 from pipelines.caption import outputs
 from pipelines.caption.captioner_handler import FEATURES, IMAGES, CaptionerModelHandler
-from pipelines.caption.gallery import thumbnail_data_uri
 from pipelines.caption.scoring import ScoreCaptions
 from pipelines.inputs import joins
 from pipelines.inputs import sources as read
@@ -109,29 +110,24 @@ def _feature_records(pipeline, settings: CaptionSettings):
 
 
 class MakeRow(beam.DoFn):
-    """((id, path, raw references, COCO id, thumbnail), (caption, log-prob)) -> a caption row with smoothed
-    sentence BLEU.
+    """((id, path, raw references, COCO id), (caption, log-prob)) -> a caption row: ids, path, texts, no image.
 
-    References are cleaned the way the model's training captions were (`cleaning`, from bundle.json), so the
-    project's scores compare like with like; the raw ones go on to the COCO tokenization.
+    Scoring (scoring.py) cleans the references and scores the row; the gallery reads its few images again from
+    their paths, so no pixels travel through the job's shuffles.
     """
 
-    def __init__(self, cleaning: str):
-        self.cleaning = cleaning
+    def __init__(self):
         self.captioned = Metrics.counter(NAMESPACE, "images_captioned")
         self.unreferenced = Metrics.counter(NAMESPACE, "images_without_references")
 
     def process(self, element):
-        (image_id, path, raw_references, coco_id, thumbnail), result = element
+        (image_id, path, raw_references, coco_id), result = element
         caption, log_prob = result.inference
-        references = [c for c in (text.clean_caption(r, self.cleaning) for r in raw_references) if c]
         self.captioned.inc()
-        if not references:
+        if not raw_references:
             self.unreferenced.inc()
-        sentence = bleu.sentence_bleu([r.split() for r in references], caption.split()) if references else None
         yield {"image_id": image_id, "path": path, "caption": caption, "log_prob": float(log_prob),
-               "references": references, "raw_references": list(raw_references) if references else [],
-               "sentence_bleu": sentence, "coco_id": coco_id, "thumbnail": thumbnail}
+               "raw_references": list(raw_references), "coco_id": coco_id}
 
 
 def _previous_ids(pipeline, settings: CaptionSettings):
@@ -140,6 +136,20 @@ def _previous_ids(pipeline, settings: CaptionSettings):
             | "PreviousOutputs" >> beam.Create(files)
             | "ReadPrevious" >> beam.io.ReadAllFromText()
             | "PreviousIds" >> beam.Map(lambda line: outputs.row_id(line)))
+
+
+def _outputs(settings: CaptionSettings):
+    """(what the job writes, the run's facts for bleu.json)."""
+    cfg = settings.config.caption
+    spec = outputs.OutputSpec(settings.output, cfg.num_shards, cfg.parquet, cfg.csv, cfg.gallery_size,
+                              thumbnails=settings.source == IMAGES)
+    features = settings.features_manifest
+    facts = outputs.RunFacts(
+        outputs.identity_of(settings.bundle), Decoding.from_config(cfg).to_dict(),
+        settings.images or settings.image_list or settings.retry_dead_letters
+        or f"{settings.features} ({settings.split})", list(settings.skip_existing),
+        features["counts"][settings.split] if features else None)
+    return spec, facts
 
 
 def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[str, beam.PCollection]:
@@ -159,10 +169,9 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
         decoded = todo | "DecodeImages" >> DecodeImages(settings.bundle["encoder"]["input_size"],
                                                         settings.config.extract.max_pixels)
         dead.append(decoded[DEAD_LETTER])
-        keyed = decoded.images | "WithThumbnail" >> beam.Map(
-            lambda e: ((e[0], e[1], e[2], e[3], thumbnail_data_uri(e[4])), e[4]))
+        keyed = decoded.images | "KeyImages" >> beam.Map(lambda e: ((e[0], e[1], e[2], e[3]), e[4]))
     else:
-        keyed = todo | "KeyRecords" >> beam.Map(lambda e: ((e[0], e[1], e[2], e[3], None), e[4]))
+        keyed = todo | "KeyRecords" >> beam.Map(lambda e: ((e[0], e[1], e[2], e[3]), e[4]))
 
     handler = KeyedModelHandler(CaptionerModelHandler(settings.model, settings.source, decoding.batch_size,
                                                       Decoding.from_config(decoding), settings.threads,
@@ -171,16 +180,17 @@ def build_pipeline(pipeline: beam.Pipeline, settings: CaptionSettings) -> Dict[s
     dead.append(failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
         lambda failure: [dead_letter(key[0], key[1], f"captioning failed on its batch: {failure[1]}", "caption")
                          for key, _ in failure[0]]))
-    cleaning = manifest.cleaning_of(settings.bundle)
     rows = (captioned
             | "Progress" >> progress.LogProgress("caption", "images captioned")
-            | "Rows" >> beam.ParDo(MakeRow(cleaning)))
-    scored = rows | "Score" >> ScoreCaptions(cleaning, decoding.meteor, decoding.field_scores)
+            | "Rows" >> beam.ParDo(MakeRow()))
+    scored = rows | "Score" >> ScoreCaptions(manifest.cleaning_of(settings.bundle), decoding.meteor,
+                                             decoding.field_scores)
     dead_letters = dead | "AllDeadLetters" >> beam.Flatten()
     counted = {"matched": matched, "skipped_existing": skipped, **{name: refusals[name] for name in
                                                                    ("excluded", "orphans", "damaged_shards")
                                                                    if name in refusals},
                "lines_refused": (refused or [pipeline | "NoRefusedLines" >> beam.Create([])])
                | "Refused" >> beam.Flatten()}
-    written = (scored["rows"], dead_letters, scored["metrics"]) | "Outputs" >> outputs.WriteOutputs(settings, counted)
+    written = ({"rows": scored["rows"], "dead_letters": dead_letters, "bleu": scored["bleu"],
+                "metrics": scored["metrics"], "counted": counted} | "Outputs" >> outputs.WriteOutputs(*_outputs(settings)))
     return {"rows": scored["rows"], "dead_letters": dead_letters, "summary": written}

@@ -1,4 +1,4 @@
-"""The caption job's outputs, all written by Beam sinks in parallel, and bleu.json last.
+"""The caption job's outputs, as an OutputSpec says, all written by Beam sinks in parallel, and bleu.json last.
 
     captions-SSSSS-of-NNNNN.jsonl    one row per image (id, path, caption, log-prob, references, sentence
                                      BLEU, CIDEr-D)
@@ -6,10 +6,13 @@
     captions-SSSSS-of-NNNNN.csv      id, path, caption, log-prob, sentence BLEU, CIDEr-D (caption.csv)
     coco_results-SSSSS-of-NNNNN.json the captions as the official COCO evaluation reads them (coco_results.py)
     dead_letter-SSSSS-of-NNNNN.jsonl every image that got no caption, with the stage and the reason
-    report.html                      the gallery of a bounded sample (sample.py)
+    report.html                      the gallery of a bounded sample (sample.py), its images read again from
+                                     their paths after the sample (the rows carry none)
     metrics.json                     everything: the field's scores in both tokenizations (scoring.py), what
                                      was skipped and why, counts, the model, the list of every file above
     bleu.json                        nltk BLEU (the project's score since the tutorials), counts, the files
+
+The scores come in computed (scoring.py); this module only writes.
 
 Nothing here collects the rows in one worker: the sinks write shards from every
 worker, scores are combines, the gallery a bounded sample. bleu.json is the
@@ -18,21 +21,20 @@ commit marker: written after everything else (metrics.json just before it), it n
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import apache_beam as beam
 import pyarrow as pa
 
 from captioner import manifest, storage
-from captioner.decoder.decoding import Decoding
 from captioner.errors import InputError
 from captioner.layout import BLEU_JSON, CAPTIONS_PREFIX, COCO_RESULTS_PREFIX, DEAD_LETTER_PREFIX, METRICS_JSON, \
     REPORT_HTML
-from pipelines.caption.bleu_combine import CorpusBleuFn
 from pipelines.caption.coco_results import WriteCocoResults
-from pipelines.caption.gallery import render_gallery
+from pipelines.caption.gallery import file_thumbnail, render_gallery
 from pipelines.caption.sample import GallerySample
 from pipelines.inputs.dead_letters import to_json
 
@@ -45,7 +47,7 @@ CSV_HEADER = ["image_id", "path", "caption", "log_prob", "sentence_bleu", "cider
 
 
 def _plain(row: Dict) -> Dict:
-    """A row as the files hold it: no thumbnail, no raw references (coco_id None unless a COCO file gave one)."""
+    """A row as the files hold it: PARQUET_SCHEMA's columns (coco_id None unless a COCO file gave one)."""
     return {name: row.get(name) for name in PARQUET_SCHEMA.names}
 
 
@@ -97,90 +99,106 @@ def identity_of(bundle: Dict) -> Dict:
             "encoder_sha256": bundle["encoder"]["weights_sha256"]}
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    """What WriteOutputs writes: where, in how many shards (0: the runner's choice), which formats, how many
+    gallery rows, and whether the gallery shows each row's image (read again from its path: the images path)."""
+    folder: str
+    num_shards: int = 0
+    parquet: bool = True
+    csv: bool = True
+    gallery_size: int = 60
+    thumbnails: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFacts:
+    """What bleu.json says of the run besides its counts and scores."""
+    model: Dict                          # identity_of(bundle)
+    decoding: Dict                       # Decoding.to_dict()
+    input: str                           # the images, listing, dead letters or features (split) captioned
+    skip_existing: List[str] = dataclasses.field(default_factory=list)
+    records_listed: Optional[int] = None  # with features: the split's records as the manifest counts them
+
+
 class WriteOutputs(beam.PTransform):
-    """(rows, dead letters, metrics) -> every output file, metrics.json, then bleu.json; returns bleu.json's
-    content."""
+    """{"rows", "dead_letters", "bleu", "metrics" (scoring.py), "counted": {name: PCollection to count}} -> every
+    output file, metrics.json, then bleu.json; returns bleu.json's content."""
 
-    def __init__(self, settings, counted: Dict[str, beam.PCollection]):
+    def __init__(self, spec: OutputSpec, facts: RunFacts):
         super().__init__()
-        self.settings, self.counted = settings, counted
+        self.spec, self.facts = spec, facts
 
-    def _sink(self, pcoll, label: str, suffix: str, **options):
-        cfg = self.settings.config.caption
-        prefix = storage.join(self.settings.output, DEAD_LETTER_PREFIX if label == "DeadLetters" else CAPTIONS_PREFIX)
+    def _sink(self, pcoll, label: str, prefix: str, suffix: str, **options):
+        path = storage.join(self.spec.folder, prefix)
         if suffix == ".parquet":
             return pcoll | f"Write{label}" >> beam.io.WriteToParquet(
-                prefix, PARQUET_SCHEMA, file_name_suffix=suffix, num_shards=cfg.num_shards)
-        return pcoll | f"Write{label}" >> beam.io.WriteToText(prefix, file_name_suffix=suffix,
-                                                               num_shards=cfg.num_shards, **options)
+                path, PARQUET_SCHEMA, file_name_suffix=suffix, num_shards=self.spec.num_shards)
+        return pcoll | f"Write{label}" >> beam.io.WriteToText(path, file_name_suffix=suffix,
+                                                               num_shards=self.spec.num_shards, **options)
 
     def expand(self, inputs):
-        rows, dead, metrics = inputs
-        cfg, side = self.settings.config.caption, beam.pvalue.AsSingleton
-        files = {"captions_jsonl": self._sink(rows | "Json" >> beam.Map(_jsonl), "Jsonl", ".jsonl"),
-                 "dead_letters": self._sink(dead | "DeadJson" >> beam.Map(to_json), "DeadLetters", ".jsonl"),
+        rows, dead, spec, side = inputs["rows"], inputs["dead_letters"], self.spec, beam.pvalue.AsSingleton
+        files = {"captions_jsonl": self._sink(rows | "Json" >> beam.Map(_jsonl), "Jsonl", CAPTIONS_PREFIX, ".jsonl"),
+                 "dead_letters": self._sink(dead | "DeadJson" >> beam.Map(to_json), "DeadLetters",
+                                            DEAD_LETTER_PREFIX, ".jsonl"),
                  "coco_results": rows | "CocoResults" >> WriteCocoResults(
-                     storage.join(self.settings.output, COCO_RESULTS_PREFIX), cfg.num_shards)}
-        if cfg.parquet:
-            files["captions_parquet"] = self._sink(rows | "Plain" >> beam.Map(_plain), "Parquet", ".parquet")
-        if cfg.csv:
-            files["captions_csv"] = self._sink(rows | "CsvLine" >> beam.Map(_csv_line), "Csv", ".csv",
+                     storage.join(spec.folder, COCO_RESULTS_PREFIX), spec.num_shards)}
+        if spec.parquet:
+            files["captions_parquet"] = self._sink(rows | "Plain" >> beam.Map(_plain), "Parquet", CAPTIONS_PREFIX,
+                                                   ".parquet")
+        if spec.csv:
+            files["captions_csv"] = self._sink(rows | "CsvLine" >> beam.Map(_csv_line), "Csv", CAPTIONS_PREFIX, ".csv",
                                                header=",".join(CSV_HEADER))
-        scores = (rows
-                  | "Scored" >> beam.Filter(lambda row: row["references"])
-                  | "BleuInputs" >> beam.Map(lambda row: ([r.split() for r in row["references"]],
-                                                          row["caption"].split()))
-                  | "CorpusBleu" >> beam.CombineGlobally(CorpusBleuFn()))
-        counts = {"captioned": rows, "dead_letters": dead, **self.counted}
+        counts = {"captioned": rows, "dead_letters": dead, **inputs["counted"]}
         counted = {name: side(pcoll | f"Count{name}" >> beam.combiners.Count.Globally())
                    for name, pcoll in counts.items()}
-        examples = side(self.counted["lines_refused"] | "RefusedExamples" >> beam.combiners.Top.Smallest(
+        examples = side(inputs["counted"]["lines_refused"] | "RefusedExamples" >> beam.combiners.Top.Smallest(
             EXAMPLES_KEPT))
         summary = (rows.pipeline
                    | "SummaryTrigger" >> beam.Create([None])
-                   | "Summarize" >> beam.Map(self._summary, corpus=side(scores), refused_examples=examples, **counted))
+                   | "Summarize" >> beam.Map(self._summary, corpus=side(inputs["bleu"]), refused_examples=examples,
+                                             **counted))
+        metrics = side(inputs["metrics"])
         report = (rows
-                  | "Gallery" >> GallerySample(cfg.gallery_size)
-                  | "WriteReport" >> beam.Map(self._write_report, summary=side(summary), metrics=side(metrics)))
+                  | "Gallery" >> GallerySample(spec.gallery_size)
+                  | "WriteReport" >> beam.Map(self._write_report, summary=side(summary), metrics=metrics))
         written = {name: beam.pvalue.AsList(pcoll) for name, pcoll in files.items()}
         return (summary
-                | "WriteSummary" >> beam.Map(self._write_summary, report=side(report), metrics=side(metrics),
-                                             **written))
+                | "WriteSummary" >> beam.Map(self._write_summary, report=side(report), metrics=metrics, **written))
 
     def _summary(self, _, corpus: Dict, refused_examples, **counts: int) -> Dict:
         scored = corpus["sentences"]
         return {
-            "bleu": corpus["bleu"] if scored else None,
+            "bleu": corpus["bleu"],
             "bleu_names": ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"],
             "counts": {"images_matched": counts["matched"], "captioned": counts["captioned"],
                        "dead_letters": counts["dead_letters"], "skipped_existing": counts["skipped_existing"],
                        "excluded": counts.get("excluded", 0), "scored": scored,
                        "without_references": counts["captioned"] - scored},
             "names_without_images": counts.get("orphans", 0),
-            **({"damaged_shards": {"count": counts["damaged_shards"], "records_left_out": self._left_out(counts)}}
+            **({"damaged_shards": {"count": counts["damaged_shards"],
+                                   "records_left_out": self.facts.records_listed - counts["matched"]}}
                if "damaged_shards" in counts else {}),
             "reference_lines_refused": {"count": counts["lines_refused"], "examples": sorted(refused_examples)},
-            "model": identity_of(self.settings.bundle),
-            "decoding": Decoding.from_config(self.settings.config.caption).to_dict(),
-            "input": self.settings.images or self.settings.image_list or self.settings.retry_dead_letters
-            or f"{self.settings.features} ({self.settings.split})",
-            "skip_existing": list(self.settings.skip_existing),
+            "model": self.facts.model,
+            "decoding": self.facts.decoding,
+            "input": self.facts.input,
+            "skip_existing": list(self.facts.skip_existing),
             "hypothesis_length": corpus["hypothesis_length"],
             "reference_length": corpus["reference_length"],
         }
 
-    def _left_out(self, counts: Dict[str, int]) -> int:
-        """Records of the features split that damaged shards kept from the job: the manifest's count less those
-        read."""
-        return self.settings.features_manifest["counts"][self.settings.split] - counts["matched"]
-
     def _write_report(self, rows: List[Dict], summary: Dict, metrics: Dict) -> str:
-        storage.write_text(storage.join(self.settings.output, REPORT_HTML), render_gallery(rows, summary, metrics))
+        """report.html of the sampled rows, with their images when the spec asks (read now, for these rows only)."""
+        if self.spec.thumbnails:
+            rows = [dict(row, thumbnail=file_thumbnail(row["path"])) for row in rows]
+        storage.write_text(storage.join(self.spec.folder, REPORT_HTML), render_gallery(rows, summary, metrics))
         return REPORT_HTML
 
     def _write_summary(self, summary: Dict, report: str, metrics: Dict, **files: List[str]) -> Dict:
         """metrics.json (everything), then bleu.json: the marker that the run finished, listing its files."""
-        out = self.settings.output
+        out = self.spec.folder
         listed = {name: sorted(manifest.relative_to(out, path) for path in paths) for name, paths in files.items()}
         summary = dict(summary, gallery=report, files=dict(listed, metrics=[METRICS_JSON]))
         storage.write_text(storage.join(out, METRICS_JSON), json.dumps(dict(summary, **metrics), indent=2,

@@ -35,10 +35,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner import bleu, schema
+from captioner import schema
 from captioner.decoder import search
 from captioner.decoder.decoding import Decoding
-from captioner.metrics import cider
+from captioner.metrics import bleu, cider
 from captioner.text import PAD_ID
 from trainer import callbacks, evaluation
 from trainer.self_critical import rewards

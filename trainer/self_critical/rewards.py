@@ -18,13 +18,12 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from captioner import bleu
 from captioner.config.sections import SELF_CRITICAL_REWARDS
 from captioner.decoder import search
-from captioner.metrics import cider
+from captioner.metrics import bleu, cider
 from captioner.text import END, END_ID
 
-STATS_SIZE = 2 * bleu.MAX_ORDER + 2  # captioner.bleu's sentence statistics: matches, counts, lengths
+STATS_SIZE = 2 * bleu.MAX_ORDER + 2  # captioner.metrics.bleu's sentence statistics: matches, counts, lengths
 
 
 def caption_stats(ids: np.ndarray, references: Sequence[Sequence[Sequence[str]]], tokens: Sequence[str],

@@ -15,6 +15,9 @@ nltk's quirks are kept on purpose, so the two agree to the last bit:
   unsmoothed method0 uses `sys.float_info.min` as its precision, so the
   score is a tiny positive number (e.g. ~1e-77 for BLEU-4);
 - an empty corpus hypothesis (total length 0) has brevity penalty 0.
+
+N-grams are counted as fingerprints (ngrams.py), once per sentence: the caption job clips the same counts for
+nltk's statistics and pycocoevalcap's (coco_bleu.py) and weighs them for CIDEr-D.
 """
 from __future__ import annotations
 
@@ -23,32 +26,46 @@ import sys
 from collections import Counter
 from typing import List, Optional, Sequence
 
+from captioner.metrics import ngrams
+
 MAX_ORDER = 4
 
 Tokens = Sequence[str]
 
 
-def _ngram_counts(tokens: Tokens, n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-
-
 def closest_ref_length(references: Sequence[Tokens], hyp_len: int) -> int:
     """The reference length nearest the hypothesis length; ties go to the shorter one (nltk)."""
-    if not references:
+    return closest_length([len(r) for r in references], hyp_len)
+
+
+def closest_length(reference_lengths: Sequence[int], hyp_len: int) -> int:
+    if not reference_lengths:
         raise ValueError("BLEU needs at least one reference per hypothesis")
-    return min((len(r) for r in references), key=lambda ref_len: (abs(ref_len - hyp_len), ref_len))
+    return min(reference_lengths, key=lambda ref_len: (abs(ref_len - hyp_len), ref_len))
+
+
+def largest_counts(per_reference: Sequence[List[Counter]]) -> List[Counter]:
+    """Per order: each n-gram's largest count in any one reference, from each reference's `ngrams.counts`."""
+    largest = []
+    for order in zip(*per_reference):
+        merged: Counter = Counter()
+        for counts in order:
+            for gram, count in counts.items():
+                merged[gram] = max(merged[gram], count)
+        largest.append(merged)
+    return largest
 
 
 def reference_counts(references: Sequence[Tokens], max_order: int = MAX_ORDER) -> List[Counter]:
     """Per order n=1..N: each n-gram's largest count in any one reference (what hypothesis counts are clipped to);
     computed once for several hypotheses of one image (self-critical samples)."""
-    per_order = []
-    for n in range(1, max_order + 1):
-        largest: Counter = Counter()
-        for reference in references:
-            largest |= _ngram_counts(reference, n)  # element-wise max
-        per_order.append(largest)
-    return per_order
+    return largest_counts([ngrams.counts(reference, max_order) for reference in references])
+
+
+def clipped_of_counts(hypothesis: List[Counter], largest: List[Counter]) -> List[int]:
+    """Per order: the hypothesis' n-gram counts (`ngrams.counts`), each clipped to `largest`'s."""
+    return [sum(min(count, clip[gram]) for gram, count in counts.items() if gram in clip)
+            for counts, clip in zip(hypothesis, largest)]
 
 
 def clipped_matches(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER,
@@ -57,8 +74,7 @@ def clipped_matches(references: Sequence[Tokens], hypothesis: Tokens, max_order:
     in any one reference (BLEU's modified precision numerator; pycocoevalcap's `correct`). `counts`: the
     references' `reference_counts`, when already computed."""
     counts = counts or reference_counts(references, max_order)
-    return [sum(min(count, counts[n - 1][gram]) for gram, count in _ngram_counts(hypothesis, n).items())
-            for n in range(1, max_order + 1)]
+    return clipped_of_counts(ngrams.counts(hypothesis, max_order), counts)
 
 
 def sentence_stats(references: Sequence[Tokens], hypothesis: Tokens, max_order: int = MAX_ORDER,
@@ -71,10 +87,14 @@ def sentence_stats(references: Sequence[Tokens], hypothesis: Tokens, max_order: 
     """
     if not references:
         raise ValueError("BLEU needs at least one reference per hypothesis")
-    hyp_len = len(hypothesis)
-    totals = [max(1, hyp_len - n + 1) for n in range(1, max_order + 1)]
-    return clipped_matches(references, hypothesis, max_order, counts) + totals + [
-        hyp_len, closest_ref_length(references, hyp_len)]
+    return stats_of_matches(clipped_matches(references, hypothesis, max_order, counts), len(hypothesis),
+                            [len(r) for r in references])
+
+
+def stats_of_matches(matches: List[int], hyp_len: int, reference_lengths: Sequence[int]) -> List[int]:
+    """`sentence_stats` of already clipped matches, the hypothesis' length and the references'."""
+    totals = [max(1, hyp_len - n + 1) for n in range(1, len(matches) + 1)]
+    return matches + totals + [hyp_len, closest_length(reference_lengths, hyp_len)]
 
 
 def brevity_penalty(ref_len: int, hyp_len: int) -> float:
