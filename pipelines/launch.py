@@ -93,6 +93,8 @@ class QuietBeam(logging.Filter):
         text, location = _unescape(entry.group(1)), _unescape(entry.group(2) or "")
         if BENIGN.search(text) or (record.levelno < logging.WARNING and not _OWN_CODE.search(location)):
             return False
+        if worker_errors.stopped_by_ctrl_c(text):  # the launcher says that in one line
+            return False
         record.msg, record.args = "worker: %s", (text,)
         return True
 

@@ -70,6 +70,18 @@ class _QuietStderr:
         return getattr(self.stream, name)
 
 
+def stopped_by_ctrl_c(text: str) -> bool:
+    """A worker's traceback of the KeyboardInterrupt a terminal's Ctrl-C sends the whole process group."""
+    return text.rstrip().endswith("\nKeyboardInterrupt")
+
+
+def _quiet_ctrl_c(kind, value, traceback) -> None:
+    """A worker's unhandled exception, printed unless it is that Ctrl-C (sys.excepthook may be set from the
+    thread that imports this package; a signal handler could only be set from the main thread)."""
+    if not issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+
+
 def _quiet_unraisable(unraisable) -> None:
     """A full disk also fails the file writers' finalizers ("Exception ignored in ..."): said already."""
     if not (isinstance(unraisable.exc_value, OSError) and unraisable.exc_value.errno in FULL_ERRNOS):
@@ -77,8 +89,10 @@ def _quiet_unraisable(unraisable) -> None:
 
 
 def quiet_worker_stderr() -> None:
-    """In a local worker process (never the launcher, whose --debug tracebacks must show): see above."""
+    """In a local worker process (never the launcher, whose --debug tracebacks must show): see above; and no
+    traceback when Ctrl-C reaches the workers with the launcher, which stops them and says so in one line."""
     launcher = os.environ.get(LAUNCHER_PID_ENV)
     if launcher and launcher != str(os.getpid()) and not isinstance(sys.stderr, _QuietStderr):
         sys.stderr = _QuietStderr(sys.stderr)
         sys.unraisablehook = _quiet_unraisable
+        sys.excepthook = _quiet_ctrl_c

@@ -71,6 +71,9 @@ def test_beam_notices_are_dropped_and_worker_lines_are_plain():
     error = _record(worker, logging.ERROR, 'Worker: severity: ERROR message: "Traceback: boom" log_location: '
                                            '"/x/apache_beam/runners/worker/sdk_worker.py:1"')
     assert keep(error) and error.getMessage() == "worker: Traceback: boom"  # real errors still show
+    ctrl_c = ('Worker: severity: CRITICAL message: "Python sdk harness failed: \\nTraceback (most recent call last):'
+              '\\n  File \\"w.py\\", line 1, in run\\nKeyboardInterrupt\\n" log_location: "/x/sdk_worker_main.py:1"')
+    assert not keep(_record(worker, logging.CRITICAL, ctrl_c))  # the terminal's Ctrl-C: the launcher says it
     assert keep(_record("captioner.progress", logging.INFO, "extract: 10 images encoded"))
 
 
