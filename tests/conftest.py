@@ -110,9 +110,9 @@ def coco_scorers():
         yield coco_eval.scorers()
 
 
-# The files that take minutes, longest first (by their tests in CI's slowest durations): `scripts/test.sh` hands whole files to two
-# workers in collection order, so these go first and the short files fill in at the end, not one long file
-# running alone on one worker while the other waits.
+# The files that take minutes, longest first (by their tests in CI's slowest durations): `scripts/test.sh`
+# hands whole files to two workers in collection order, so these go first and the short files fill in at the
+# end, not one long file running alone on one worker while the other waits.
 LONGEST_FILES = ("test_interrupts.py", "test_finetune.py", "test_storage_faults.py", "test_multi_worker.py",
                  "test_captioning.py", "test_trainer.py", "test_bench_gpu.py", "test_full_disk.py", "test_errors.py",
                  "test_self_critical.py", "test_extraction.py", "test_photos.py")
