@@ -10,6 +10,7 @@ nothing. Parents of whole stages or trainer workers pass the signal on instead
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -73,13 +74,16 @@ def _children_by_parent() -> dict:
 
 def kill_descendants() -> None:
     """SIGKILLs every process this one started and theirs (Beam's SDK workers, the METEOR JVM), and silences
-    the background threads that then see their workers gone: the process is ending on a signal."""
+    the background threads that then see their workers gone, and the runner's error logs of them (its data
+    plane and worker handlers log each lost worker with a traceback): the process is ending on a signal,
+    which `cli.run` says in one printed line."""
     children, pending, found = _children_by_parent(), [os.getpid()], []
     while pending:
         started = children.get(pending.pop(), [])
         found += started
         pending += started
     threading.excepthook = lambda args: None
+    logging.disable(logging.CRITICAL)
     for pid in set(found):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
