@@ -68,12 +68,16 @@ def decoding_of(args, default: Decoding) -> Decoding:
         raise UsageError(f"{error}; beam size and max length are >= 1, the length penalty a finite number >= 0")
 
 
-def check_top(args, decoding: Decoding) -> None:
-    """`--top K` lists beams, so it needs --json to print them in and a beam at least K wide."""
+def check_top_flags(args) -> None:
+    """`--top K` lists beams, so it needs --json to print them in (checked before the model loads)."""
     if args.top < 1:
         raise UsageError(f"--top {args.top}: list at least the best caption (K >= 1)")
     if args.top > 1 and not args.json:
         raise UsageError(f"--top {args.top} lists the alternatives in JSON lines: add --json")
+
+
+def check_top_width(args, decoding: Decoding) -> None:
+    """... and a beam at least K wide (the bundle's, unless --beam_size says otherwise)."""
     if args.top > decoding.beam_size:
         raise UsageError(f"--top {args.top} needs a beam at least {args.top} wide (this one is "
                          f"{decoding.beam_size}): add --beam_size {args.top}")
@@ -91,15 +95,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: captioning needs at least 1 thread")
-    if args.top > 1 and not args.json:
-        check_top(args, Decoding(args.top, 0.0, 1))  # before the model loads: the flags alone are wrong
+    check_top_flags(args)
     paths = expand(args.images)
     if args.annotate:
         storage.check_folder(args.annotate, "--annotate")
     from captioner.bundle import Captioner  # imported late: TensorFlow is not needed for --help
     captioner = Captioner.load(args.model, num_threads=args.threads)
     decoding = decoding_of(args, captioner.decoding)
-    check_top(args, decoding)
+    check_top_width(args, decoding)
     failed, pictures = 0, set()
     for result in captioner.caption_files(paths, decoding, top=args.top):
         if not result.ok:
